@@ -1,0 +1,6 @@
+"""A stateful Microsoft Agent Framework agent served by Azure Functions.
+
+Each HTTP turn loads the conversation's ``AgentSession`` snapshot from a store,
+runs one agent turn and writes the new snapshot back conditionally. Start at
+``function_app.py`` (routes), then ``api.py`` (HTTP) and ``turns.py`` (pipeline).
+"""

@@ -1,0 +1,141 @@
+"""A small local host for the function app, for machines without Azure Functions Core Tools.
+
+    python -m stateful_agent.devhost --host 127.0.0.1 --port 7071
+
+It serves the functions registered on ``function_app.app``: routes, methods and
+handlers are read from ``app.get_functions()`` and the route prefix from
+``host.json``, so there is no second routing table. Like ``func start`` it loads
+``local.settings.json`` (existing environment variables win). For local use and
+tests only: it does not check function keys and knows only HTTP triggers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_app(function_app: Any = None, *, route_prefix: str | None = None) -> ASGIApp:
+    """An ASGI app serving every HTTP-triggered function of ``function_app``."""
+    if function_app is None:
+        if str(APP_ROOT) not in sys.path:
+            sys.path.insert(0, str(APP_ROOT))
+        from function_app import app as function_app
+    prefix = route_prefix if route_prefix is not None else _route_prefix(APP_ROOT / "host.json")
+    routes = []
+    for function in function_app.get_functions():
+        trigger = next((b for b in function.get_bindings() if b.type == "httpTrigger"), None)
+        if trigger is None:
+            continue
+        path = "/" + "/".join(part.strip("/") for part in (prefix, trigger.route) if part)
+        methods = [str(getattr(m, "value", m)) for m in trigger.methods or ["GET", "POST", "PUT", "DELETE", "PATCH"]]
+        routes.append(Route(path, _endpoint(function.get_user_function()), methods=methods))
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return _KeepEncodedSlashes(app)
+
+
+def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await handler(request)
+
+    endpoint.__name__ = handler.__name__
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    code = "route_not_found" if status == 404 else "method_not_allowed" if status == 405 else "http_error"
+    body = {
+        "type": f"urn:stateful-agent:problem:{code}",
+        "title": str(getattr(exc, "detail", "")),
+        "status": status,
+        "detail": f"{request.method} {request.url.path}",
+        "code": code,
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+class _KeepEncodedSlashes:
+    """Match routes like the Functions host: ``%2F`` inside a path segment stays encoded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and raw:
+            raw_path = raw.decode("latin-1").split("?", 1)[0]
+            segments = [unquote(segment).replace("/", "%2F") for segment in raw_path.split("/")]
+            scope = {**scope, "path": "/".join(segments)}
+        await self.app(scope, receive, send)
+
+
+def _route_prefix(host_json: Path) -> str:
+    try:
+        return json.loads(host_json.read_text())["extensions"]["http"]["routePrefix"]
+    except (OSError, KeyError, ValueError):
+        return "api"
+
+
+def load_local_settings(path: Path) -> int:
+    """Copy ``Values`` of a ``local.settings.json`` into the environment; return how many were set."""
+    if not path.is_file():
+        return 0
+    values = json.loads(path.read_text()).get("Values", {})
+    fresh = {k: str(v) for k, v in values.items() if k not in os.environ}
+    os.environ.update(fresh)
+    return len(fresh)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve function_app locally (no Core Tools needed).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument(
+        "--settings-file",
+        default=str(APP_ROOT / "local.settings.json"),
+        help="local.settings.json to load; '' to load none",
+    )
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.settings_file:
+        loaded = load_local_settings(Path(args.settings_file))
+        logging.getLogger(__name__).info("Loaded %d setting(s) from %s", loaded, args.settings_file)
+    from .errors import ConfigurationError
+    from .runtime import get_service
+
+    try:
+        service = get_service()  # fail fast on bad settings
+    except ConfigurationError as error:
+        parser.exit(2, f"error: {error.detail}\n")
+    logging.getLogger(__name__).info(
+        "Local host (not for production): backend=%s model=%s on http://%s:%d/api",
+        service.settings.backend,
+        service.settings.model_label,
+        args.host,
+        args.port,
+    )
+    import uvicorn
+
+    uvicorn.run(build_app(), host=args.host, port=args.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The errors the app reports, each with its HTTP status and stable problem ``code``.
+
+Raised anywhere (validation, stores, pipeline); turned into RFC 9457
+``application/problem+json`` responses in one place, ``api.problem_response``.
+"""
+
+from __future__ import annotations
+
+
+class AgentServiceError(Exception):
+    """Base class: an error a client may see. ``detail`` must never hold secrets."""
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+
+
+class InvalidJsonError(AgentServiceError):
+    status, code, title = 400, "invalid_json", "Request body is not valid JSON"
+
+
+class InvalidRequestError(AgentServiceError):
+    status, code, title = 400, "invalid_request", "Invalid request"
+
+
+class InvalidSessionIdError(AgentServiceError):
+    status, code, title = 400, "invalid_session_id", "Invalid session id"
+
+
+class SessionNotFoundError(AgentServiceError):
+    status, code, title = 404, "session_not_found", "Session not found"
+
+
+class SessionConflictError(AgentServiceError):
+    status, code, title = 409, "session_conflict", "Session was changed by another request"
+
+
+class MessageTooLargeError(AgentServiceError):
+    status, code, title = 413, "message_too_large", "Message too large"
+
+
+class SessionTooLargeError(AgentServiceError):
+    status, code, title = 413, "session_too_large", "Session too large to store"
+
+
+class UnsupportedMediaTypeError(AgentServiceError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class SessionCorruptError(AgentServiceError):
+    status, code, title = 500, "session_corrupt", "Stored session cannot be restored"
+
+
+class ConfigurationError(AgentServiceError):
+    status, code, title = 500, "configuration_error", "The app is misconfigured"
+
+
+class ModelError(AgentServiceError):
+    status, code, title = 502, "model_error", "The model call failed"
+
+
+class StoreUnavailableError(AgentServiceError):
+    status, code, title = 503, "store_unavailable", "Session store unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 2) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))})

@@ -1,0 +1,43 @@
+"""The process-wide ``TurnService``: built on first use, reused by every invocation.
+
+Function instances are reused across invocations, so the store's network client
+and the agent are created once per worker process, never per request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from agent_framework import BaseChatClient
+
+    from .turns import TurnService
+
+_service: TurnService | None = None
+
+
+def build_service(settings: Settings, *, chat_client: BaseChatClient | None = None) -> TurnService:
+    """Wire settings, store and agent together (no I/O happens here)."""
+    from .agent import build_agent
+    from .stores import create_store
+    from .turns import TurnService
+
+    return TurnService(settings, create_store(settings), lambda: build_agent(settings, chat_client))
+
+
+def get_service() -> TurnService:
+    """The process's service, built from the environment on first use."""
+    global _service
+    if _service is None:
+        _service = build_service(load_settings())
+    return _service
+
+
+async def install(service: TurnService | None) -> None:
+    """Replace the process's service (tests, local hosts); closes the previous one."""
+    global _service
+    previous, _service = _service, service
+    if previous is not None and previous is not service:
+        await previous.store.close()

@@ -1,0 +1,179 @@
+"""Application settings: every name the app reads, parsed and validated once.
+
+``SETTINGS`` is the single source of truth for the setting names. The sample
+``local.settings.sample.json`` and the Bicep app settings are tested against it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+BACKENDS = ("cosmos", "file", "memory")
+MODEL_PROVIDERS = ("azure_openai", "openai", "echo")
+
+#: Setting name -> one-line description. Defaults live in ``load_settings``.
+SETTINGS: dict[str, str] = {
+    "MAF_SESSION_BACKEND": "Session store: cosmos | file | memory (default file).",
+    "MAF_SESSION_DIR": "Directory of the file store (default ./.sessions).",
+    "COSMOS_ENDPOINT": "Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/.",
+    "COSMOS_KEY": "Account key, for emulators only; unset = Microsoft Entra ID (managed identity).",
+    "COSMOS_DATABASE": "Cosmos database name (default agents).",
+    "COSMOS_CONTAINER": "Cosmos container name, partition key /session_id (default sessions).",
+    "COSMOS_CREATE_CONTAINER": "true = create database and container on first use (local emulators only).",
+    "SESSION_TTL_SECONDS": "Seconds an idle session is kept in Cosmos (Cosmos TTL); unset or -1 = forever.",
+    "MAX_MESSAGE_BYTES": "Largest accepted user message, UTF-8 bytes (default 32768).",
+    "MAX_SNAPSHOT_BYTES": "Largest snapshot document written, bytes (default 1572864; Cosmos caps items at 2 MB).",
+    "MODEL_PROVIDER": "azure_openai | openai | echo; unset = chosen from the model settings present.",
+    "AZURE_OPENAI_ENDPOINT": "Azure OpenAI endpoint, e.g. https://<resource>.openai.azure.com/.",
+    "AZURE_OPENAI_MODEL": "Azure OpenAI chat deployment name.",
+    "AZURE_OPENAI_API_KEY": "Azure OpenAI key; unset = Microsoft Entra ID (managed identity).",
+    "AZURE_OPENAI_API_VERSION": "Azure OpenAI API version (default: MAF's Chat Completions default).",
+    "OPENAI_BASE_URL": "OpenAI-compatible endpoint (Ollama, vLLM, LM Studio); unset = api.openai.com.",
+    "OPENAI_API_KEY": "Key of the OpenAI-compatible endpoint (optional for local servers).",
+    "OPENAI_MODEL": "Model name at the OpenAI-compatible endpoint.",
+    "AGENT_NAME": "The agent's name (default assistant).",
+    "AGENT_INSTRUCTIONS": "The agent's system instructions.",
+    "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (Azure only).",
+}
+
+DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer concisely."
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated application settings."""
+
+    backend: str = "file"
+    session_dir: Path = Path(".sessions")
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "agents"
+    cosmos_container: str = "sessions"
+    cosmos_create_container: bool = False
+    session_ttl_seconds: int | None = None
+    max_message_bytes: int = 32 * 1024
+    max_snapshot_bytes: int = 1_572_864
+    model_provider: str = "echo"
+    azure_openai_endpoint: str | None = None
+    azure_openai_model: str | None = None
+    azure_openai_api_key: str | None = None
+    azure_openai_api_version: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_model: str | None = None
+    agent_name: str = "assistant"
+    agent_instructions: str = DEFAULT_INSTRUCTIONS
+    azure_client_id: str | None = None
+
+    @property
+    def model_label(self) -> str:
+        """What ``/api/health`` and the log call the model."""
+        if self.model_provider == "azure_openai":
+            return f"azure_openai:{self.azure_openai_model}"
+        if self.model_provider == "openai":
+            return f"openai:{self.openai_model}"
+        return "echo (offline, no model configured)"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise ``ConfigurationError`` naming the bad one."""
+    env = _Env(os.environ if environ is None else environ)
+    backend = env.choice("MAF_SESSION_BACKEND", BACKENDS, default="file")
+    cosmos_endpoint = env.text("COSMOS_ENDPOINT")
+    if backend == "cosmos" and not cosmos_endpoint:
+        raise ConfigurationError("COSMOS_ENDPOINT is required when MAF_SESSION_BACKEND=cosmos.")
+    if cosmos_endpoint and not cosmos_endpoint.startswith(("https://", "http://")):
+        raise ConfigurationError("COSMOS_ENDPOINT must be an http(s) URL.")
+    ttl = env.integer("SESSION_TTL_SECONDS", default=None, minimum=-1)
+    if ttl == 0:
+        raise ConfigurationError("SESSION_TTL_SECONDS must be -1 (keep forever) or a positive number of seconds.")
+
+    provider = env.choice("MODEL_PROVIDER", MODEL_PROVIDERS, default=None) or _infer_provider(env)
+    if provider == "azure_openai":
+        env.require("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_MODEL", reason="MODEL_PROVIDER=azure_openai")
+    elif provider == "openai":
+        env.require("OPENAI_MODEL", reason="MODEL_PROVIDER=openai")
+        if not env.text("OPENAI_BASE_URL") and not env.text("OPENAI_API_KEY"):
+            raise ConfigurationError(
+                "MODEL_PROVIDER=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local server."
+            )
+
+    return Settings(
+        backend=backend,
+        session_dir=Path(env.text("MAF_SESSION_DIR") or ".sessions"),
+        cosmos_endpoint=cosmos_endpoint,
+        cosmos_key=env.text("COSMOS_KEY"),
+        cosmos_database=env.text("COSMOS_DATABASE") or "agents",
+        cosmos_container=env.text("COSMOS_CONTAINER") or "sessions",
+        cosmos_create_container=env.flag("COSMOS_CREATE_CONTAINER"),
+        session_ttl_seconds=None if ttl in (None, -1) else ttl,
+        max_message_bytes=env.integer("MAX_MESSAGE_BYTES", default=32 * 1024, minimum=1),
+        max_snapshot_bytes=env.integer("MAX_SNAPSHOT_BYTES", default=1_572_864, minimum=1024, maximum=2 * 1024 * 1024),
+        model_provider=provider,
+        azure_openai_endpoint=env.text("AZURE_OPENAI_ENDPOINT"),
+        azure_openai_model=env.text("AZURE_OPENAI_MODEL"),
+        azure_openai_api_key=env.text("AZURE_OPENAI_API_KEY"),
+        azure_openai_api_version=env.text("AZURE_OPENAI_API_VERSION"),
+        openai_base_url=env.text("OPENAI_BASE_URL"),
+        openai_api_key=env.text("OPENAI_API_KEY"),
+        openai_model=env.text("OPENAI_MODEL"),
+        agent_name=env.text("AGENT_NAME") or "assistant",
+        agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
+        azure_client_id=env.text("AZURE_CLIENT_ID"),
+    )
+
+
+def _infer_provider(env: _Env) -> str:
+    if env.text("AZURE_OPENAI_ENDPOINT"):
+        return "azure_openai"
+    if env.text("OPENAI_MODEL"):
+        return "openai"
+    return "echo"
+
+
+class _Env:
+    """Typed access to raw string settings; blank values count as unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def require(self, *names: str, reason: str) -> None:
+        missing = [name for name in names if not self.text(name)]
+        if missing:
+            raise ConfigurationError(f"{', '.join(missing)} must be set when {reason}.")
+
+    def choice(self, name: str, allowed: tuple[str, ...], *, default: str | None) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return default
+        if value.lower() not in allowed:
+            raise ConfigurationError(f"{name}={value!r} is not one of: {', '.join(allowed)}.")
+        return value.lower()
+
+    def flag(self, name: str) -> bool:
+        value = (self.text(name) or "false").lower()
+        if value not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigurationError(f"{name}={value!r} must be true or false.")
+        return value in ("true", "1", "yes")
+
+    def integer(self, name: str, *, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name}={raw!r} is not an integer.") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigurationError(f"{name}={value} must be {bounds}.")
+        return value
