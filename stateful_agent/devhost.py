@@ -12,6 +12,7 @@ tests only: it does not check function keys and knows only HTTP triggers.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -39,15 +40,23 @@ def build_app(function_app: Any = None, *, route_prefix: str | None = None) -> A
         from function_app import app as function_app
     prefix = route_prefix if route_prefix is not None else _route_prefix(APP_ROOT / "host.json")
     routes = []
-    for function in function_app.get_functions():
-        trigger = next((b for b in function.get_bindings() if b.type == "httpTrigger"), None)
-        if trigger is None:
-            continue
+    for function, trigger in http_functions(function_app):
         path = "/" + "/".join(part.strip("/") for part in (prefix, trigger.route) if part)
         methods = [str(getattr(m, "value", m)) for m in trigger.methods or ["GET", "POST", "PUT", "DELETE", "PATCH"]]
         routes.append(Route(path, _endpoint(function.get_user_function()), methods=methods))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return _KeepEncodedSlashes(app)
+
+
+@functools.cache
+def http_functions(function_app: Any) -> tuple[tuple[Any, Any], ...]:
+    """Each HTTP-triggered function with its trigger binding (indexed once, as the worker does)."""
+    pairs = []
+    for function in function_app.get_functions():
+        trigger = next((b for b in function.get_bindings() if b.type == "httpTrigger"), None)
+        if trigger is not None:
+            pairs.append((function, trigger))
+    return tuple(pairs)
 
 
 def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

@@ -140,18 +140,20 @@ class CosmosSnapshotStore(SnapshotStore):
         try:
             await operation(
                 no_response=True,
-                response_hook=lambda response_headers, _: headers.update(response_headers),
+                response_hook=lambda response_headers, _: headers.update(
+                    (name.lower(), value) for name, value in response_headers.items()
+                ),
                 **kwargs,
             )
         except CosmosHttpResponseError as exc:
-            if exc.status_code in (409, 412):
+            if exc.status_code in (404, 409, 412):  # 404: deleted by another request meanwhile
                 raise SessionConflictError(f"Session '{session_id}' was changed by another request.") from exc
             if exc.status_code == 413:
                 raise SessionTooLargeError("Cosmos DB refused the snapshot as too large.") from exc
             raise _store_error(exc, session_id) from exc
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
-        return headers.get("etag") or headers.get("ETag") or ""
+        return headers["etag"]
 
     async def _open(self) -> ContainerProxy:
         """The container client, created once per process on first use."""

@@ -1,0 +1,69 @@
+"""A turn served by a brand-new process sees every earlier turn (file and Cosmos stores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DURABLE_BACKENDS, ROOT
+from tests.support import ScriptedChatClient, service_for
+
+
+def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "MAF_", "OPENAI_", "AZURE_OPENAI"))}
+    env.update(settings_env)
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.one_turn", session_id, message],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
+async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_settings):
+    settings = backend_settings(backend)
+    env = {"MAF_SESSION_BACKEND": backend, "MAF_SESSION_DIR": str(settings.session_dir)}
+    if backend == "cosmos":
+        env |= {
+            "COSMOS_ENDPOINT": settings.cosmos_endpoint,
+            "COSMOS_KEY": settings.cosmos_key,
+            "COSMOS_DATABASE": settings.cosmos_database,
+            "COSMOS_CONTAINER": settings.cosmos_container,
+            "COSMOS_CREATE_CONTAINER": "true",
+        }
+
+    first = _turn_in_new_process(env, "cold-1", "My name is Ada.")
+    second = _turn_in_new_process(env, "cold-1", "What is my name?")
+
+    assert first["status"] == 200
+    assert first["body"]["turn"] == 1
+    first_reply = first["body"]["reply"]
+    assert second["status"] == 200
+    assert second["body"]["turn"] == 2
+    assert second["model_requests"] == [
+        [["user", "My name is Ada."], ["assistant", first_reply], ["user", "What is my name?"]]
+    ]
+    assert second["body"]["reply"] != first_reply  # answered by the second process
+
+    # ...and the second turn was stored: read it back through this process's own store.
+    service = service_for(settings, ScriptedChatClient())
+    try:
+        stored = await service.describe("cold-1")
+    finally:
+        await service.store.close()
+    assert [m["text"] for m in stored["messages"]] == [
+        "My name is Ada.",
+        first_reply,
+        "What is my name?",
+        second["body"]["reply"],
+    ]

@@ -1,0 +1,98 @@
+"""The local host over a real socket: the README's conversation that survives a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT
+from tests.support import free_port
+
+
+def _clean_env() -> dict[str, str]:
+    prefixes = ("COSMOS_", "MAF_", "OPENAI_", "AZURE_OPENAI", "MODEL_PROVIDER")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+@contextmanager
+def devhost(settings_file: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stateful_agent.devhost", "--port", str(port), "--settings-file", str(settings_file)],
+        cwd=ROOT,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"{base}/api/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "local host did not start"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_conversation_survives_a_restart_of_the_local_host(tmp_path):
+    settings_file = tmp_path / "local.settings.json"
+    values = {"MAF_SESSION_BACKEND": "file", "MAF_SESSION_DIR": str(tmp_path / "sessions")}
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+
+    with devhost(settings_file) as base:
+        assert httpx.get(f"{base}/api/health").json() == {
+            "status": "ok",
+            "backend": "file",
+            "model": "echo (offline, no model configured)",
+        }
+        first = httpx.post(f"{base}/api/sessions/demo/turns", json={"message": "My name is Ada."})
+        assert first.status_code == 200
+        assert first.json()["turn"] == 1
+        bad = httpx.post(f"{base}/api/sessions/a%2Fb/turns", json={"message": "hi"})
+        assert bad.status_code == 400
+        assert bad.json()["code"] == "invalid_session_id"
+        missing = httpx.get(f"{base}/api/nothing-here")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+
+    with devhost(settings_file) as base:  # a brand-new process
+        second = httpx.post(f"{base}/api/sessions/demo/turns", json={"message": "What is my name?"})
+        assert second.status_code == 200
+        assert second.json()["turn"] == 2
+        assert 'first message was: "My name is Ada."' in second.json()["reply"]
+        assert "I see 2 earlier message(s)" in second.json()["reply"]
+        assert httpx.get(f"{base}/api/sessions/demo").json()["turns"] == 2
+
+
+def test_bad_settings_stop_the_local_host_with_a_clear_message(tmp_path):
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"Values": {"MAF_SESSION_BACKEND": "cosmos"}}))
+    completed = subprocess.run(
+        [sys.executable, "-m", "stateful_agent.devhost", "--port", "1", "--settings-file", str(settings_file)],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "COSMOS_ENDPOINT is required" in completed.stderr
+    assert "Traceback" not in completed.stderr
