@@ -160,3 +160,15 @@ async def test_interleaved_turns_store_exactly_the_successful_ones_in_order(make
     assert described["turns"] == len(succeeded)
     history = snapshots.history(snapshots.restore((await service.store.read("s1")).document, "s1"))
     assert len(history) == 2 * len(succeeded)
+
+
+@pytest.mark.cosmos
+async def test_store_client_and_agent_are_built_once_and_reused(make_service):
+    service = make_service("cosmos")
+    await service.run_turn("s1", "one")
+    client, agent = service.store._client, service.agent
+    await service.run_turn("s1", "two")
+    await service.describe("s1")
+    assert client is not None
+    assert service.store._client is client
+    assert service.agent is agent
