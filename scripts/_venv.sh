@@ -1,4 +1,4 @@
-# Sourced by the scripts in this folder: create .venv (Python 3.11 or 3.12) and install a requirements file.
+# Sourced by the scripts in this folder: create virtualenvs (Python 3.11 or 3.12) and install requirements.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -14,15 +14,15 @@ pick_python() {
   return 1
 }
 
+# ensure_venv DIR REQUIREMENTS: create DIR if needed; (re)install when a requirements file changed.
 ensure_venv() {
-  local requirements=$1
-  if [ ! -x .venv/bin/python ]; then
-    "$(pick_python)" -m venv .venv
+  local venv=$1 requirements=$2
+  if [ ! -x "$venv/bin/python" ]; then
+    "$(pick_python)" -m venv "$venv"
   fi
-  local stamp=".venv/.installed-$(basename "$requirements")"
-  # Reinstall only when a requirements file changed since the last install.
+  local stamp="$venv/.installed-$(basename "$requirements")"
   if [ ! -f "$stamp" ] || [ -n "$(find requirements*.txt -newer "$stamp" 2>/dev/null)" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     touch "$stamp"
   fi
 }

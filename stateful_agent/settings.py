@@ -41,6 +41,20 @@ SETTINGS: dict[str, str] = {
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (Azure only).",
 }
 
+#: Settings never set in Azure: keys (Azure uses managed identity), local-only options and the
+#: OpenAI-compatible endpoint. Every other setting is set by the infrastructure (infra/).
+LOCAL_ONLY_SETTINGS = frozenset(
+    {
+        "MAF_SESSION_DIR",
+        "COSMOS_KEY",
+        "COSMOS_CREATE_CONTAINER",
+        "AZURE_OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_MODEL",
+    }
+)
+
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer concisely."
 
 

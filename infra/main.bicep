@@ -1,0 +1,194 @@
+// Everything the stateful agent needs in Azure, keyless end to end:
+// `azd up`, or `az deployment sub create --location <region> --template-file infra/main.bicep
+//  --parameters environmentName=<name> location=<region>`.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment; it seeds the resource names and the resource group name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource (Flex Consumption and the model must be available there).')
+param location string
+
+@description('Object id of the deploying user: gets data-plane access to Cosmos DB and OpenAI for local runs. Empty = none.')
+param principalId string = ''
+
+@allowed([
+  '3.11'
+  '3.12'
+])
+@description('Python version of the function app.')
+param pythonVersion string = '3.11'
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory of each Flex Consumption instance, in MB.')
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(1000)
+@description('Most instances the app scales out to.')
+param maximumInstanceCount int = 40
+
+@description('Serverless Cosmos DB (pay per request; nothing when idle). false = provisioned throughput.')
+param cosmosServerless bool = true
+
+@minValue(400)
+@description('Container throughput (RU/s) when cosmosServerless is false.')
+param cosmosThroughput int = 400
+
+@description('Seconds Cosmos DB keeps an idle session; -1 = forever.')
+param sessionTtlSeconds int = -1
+
+@description('Endpoint of an existing Azure OpenAI resource to use instead of creating one (grant the app identity "Cognitive Services OpenAI User" on it). Empty = create one.')
+param existingOpenAiEndpoint string = ''
+
+@description('Chat model deployment name (also the name used with an existing endpoint).')
+param openAiDeploymentName string = 'chat'
+
+@description('Model of the chat deployment.')
+param openAiModelName string = 'gpt-4o-mini'
+
+@description('Version of the model.')
+param openAiModelVersion string = '2024-07-18'
+
+@description('Deployment SKU, e.g. GlobalStandard or Standard.')
+param openAiSkuName string = 'GlobalStandard'
+
+@description('Deployment capacity, in thousands of tokens per minute.')
+param openAiCapacity int = 10
+
+@description('Azure OpenAI API version the app uses; empty = the Agent Framework default.')
+param openAiApiVersion string = ''
+
+@description('The agent\'s name.')
+param agentName string = 'assistant'
+
+@description('The agent\'s system instructions.')
+param agentInstructions string = 'You are a helpful assistant. Answer concisely.'
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var deploymentContainerName = 'app-package-${resourceToken}'
+var createOpenAi = empty(existingOpenAiEndpoint)
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    identityPrincipalId: identity.outputs.principalId
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    identityPrincipalId: identity.outputs.principalId
+    deploymentContainerName: deploymentContainerName
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    name: '${abbrs.documentDBDatabaseAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    databaseName: 'agents'
+    containerName: 'sessions'
+    serverless: cosmosServerless
+    throughput: cosmosThroughput
+    identityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+  }
+}
+
+module openAi 'modules/openai.bicep' = if (createOpenAi) {
+  name: 'openai'
+  scope: rg
+  params: {
+    name: '${abbrs.cognitiveServicesAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentName: openAiDeploymentName
+    modelName: openAiModelName
+    modelVersion: openAiModelVersion
+    skuName: openAiSkuName
+    capacity: openAiCapacity
+    identityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+  }
+}
+
+var openAiEndpoint = createOpenAi ? openAi.outputs.endpoint : existingOpenAiEndpoint
+
+module functionApp 'modules/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: '${abbrs.webSitesFunctions}${resourceToken}'
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    cosmosEndpoint: cosmos.outputs.endpoint
+    cosmosDatabase: 'agents'
+    cosmosContainer: 'sessions'
+    sessionTtlSeconds: sessionTtlSeconds
+    openAiEndpoint: openAiEndpoint
+    openAiDeploymentName: openAiDeploymentName
+    openAiApiVersion: openAiApiVersion
+    agentName: agentName
+    agentInstructions: agentInstructions
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output COSMOS_DATABASE string = 'agents'
+output COSMOS_CONTAINER string = 'sessions'
+output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
+output AZURE_OPENAI_MODEL string = openAiDeploymentName

@@ -1,0 +1,142 @@
+// The function app on the Flex Consumption plan (FC1, Linux): HTTPS only, FTP off, TLS 1.2, and the
+// user-assigned identity for the host storage, the deployment package, Cosmos DB, OpenAI and telemetry.
+param name string
+param planName string
+param location string
+param tags object
+param pythonVersion string
+param instanceMemoryMB int
+param maximumInstanceCount int
+param identityId string
+param identityClientId string
+param storageBlobEndpoint string
+param deploymentContainerName string
+param applicationInsightsConnectionString string
+param cosmosEndpoint string
+param cosmosDatabase string
+param cosmosContainer string
+param sessionTtlSeconds int
+param openAiEndpoint string
+param openAiDeploymentName string
+param openAiApiVersion string
+param agentName string
+param agentInstructions string
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_225:Flex Consumption zone redundancy is regional and billed as always-ready instances; enable it per region when needed.
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': 'api'
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    // checkov:skip=CKV_AZURE_212:Scale to zero is intended (no idle cost); Flex Consumption adds instances on demand.
+    // checkov:skip=CKV_AZURE_213:Flex Consumption has no App Service health check; /api/health serves external availability probes.
+    // checkov:skip=CKV_AZURE_17:Client certificates are not used; callers authenticate with function keys.
+    // checkov:skip=CKV_AZURE_222:The HTTP API is public by design; restrict it with access restrictions or a VNet where needed.
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+}
+
+// The app settings: the host's identity-based connections, then exactly the settings the app reads
+// (stateful_agent/settings.py; tests/test_infra.py keeps the two in step). No keys anywhere.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: {
+    // This resource holds app settings only; checkov reads every sites/config as the 'web' config:
+    // checkov:skip=CKV_AZURE_13:Not a 'web' config. Callers authenticate with function keys.
+    // checkov:skip=CKV_AZURE_63:Not a 'web' config. HTTP logs go to Application Insights.
+    // checkov:skip=CKV_AZURE_65:Not a 'web' config. Errors are logged to Application Insights, never sent to clients.
+    // checkov:skip=CKV_AZURE_66:Not a 'web' config. Request traces go to Application Insights.
+    // checkov:skip=CKV_AZURE_80:Not a 'web' config. The app runs Python, not .NET.
+    // checkov:skip=CKV_AZURE_88:Not a 'web' config. The app keeps no state on Azure Files.
+    // checkov:skip=CKV_AZURE_222:Not a 'web' config. The HTTP API is public by design.
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+    PYTHON_ENABLE_INIT_INDEXING: '1'
+    MAF_SESSION_BACKEND: 'cosmos'
+    COSMOS_ENDPOINT: cosmosEndpoint
+    COSMOS_DATABASE: cosmosDatabase
+    COSMOS_CONTAINER: cosmosContainer
+    SESSION_TTL_SECONDS: string(sessionTtlSeconds)
+    MAX_MESSAGE_BYTES: '32768'
+    MAX_SNAPSHOT_BYTES: '1572864'
+    MODEL_PROVIDER: 'azure_openai'
+    AZURE_OPENAI_ENDPOINT: openAiEndpoint
+    AZURE_OPENAI_MODEL: openAiDeploymentName
+    AZURE_OPENAI_API_VERSION: openAiApiVersion
+    AGENT_NAME: agentName
+    AGENT_INSTRUCTIONS: agentInstructions
+    AZURE_CLIENT_ID: identityClientId
+  }
+}
+
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output url string = 'https://${site.properties.defaultHostName}'

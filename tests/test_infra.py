@@ -1,0 +1,167 @@
+"""The Bicep in infra/: it parses, passes the security scan, and matches what the app reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from stateful_agent.settings import LOCAL_ONLY_SETTINGS, SETTINGS
+from tests.bicep import INFRA, ROOT, app_settings, run_checkov, syntax_errors
+
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+SAMPLES = ROOT / "tests" / "infra_samples"
+CUSTOM_CHECKS = ["CKV_SAF_1", "CKV_SAF_2", "CKV_SAF_3", "CKV_SAF_4"]
+
+#: Set by the infrastructure for the Functions host and telemetry, not read by the app.
+PLATFORM_SETTINGS = {
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__blobServiceUri",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_INIT_INDEXING",
+}
+
+#: The role each role definition id stands for; nothing else may be granted.
+ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd": "Cognitive Services OpenAI User",
+    "00000000-0000-0000-0000-000000000002": "Cosmos DB Built-in Data Contributor",
+}
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def test_infra_has_the_expected_modules():
+    assert {p.relative_to(INFRA).as_posix() for p in BICEP_FILES} == {
+        "main.bicep",
+        "modules/identity.bicep",
+        "modules/monitoring.bicep",
+        "modules/storage.bicep",
+        "modules/cosmos.bicep",
+        "modules/openai.bicep",
+        "modules/function-app.bicep",
+    }
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.name)
+def test_bicep_parses_without_errors(path: Path):
+    assert syntax_errors(path) == []
+
+
+def test_the_syntax_check_reports_file_line_and_column():
+    problems = syntax_errors(SAMPLES / "syntax_error.bicep")
+    assert problems
+    assert all(re.match(r"tests/infra_samples/syntax_error\.bicep:\d+:\d+: ", p) for p in problems)
+
+
+@pytest.fixture(scope="module")
+def scan() -> dict:
+    return run_checkov(INFRA)
+
+
+def test_checkov_parses_every_file(scan):
+    assert scan["summary"]["parsing_errors"] == 0, scan["results"].get("parsing_errors")
+
+
+def test_checkov_finds_no_failed_check(scan):
+    failed = [f"{f['check_id']} {f['resource']} ({f['file_path']})" for f in scan["results"]["failed_checks"]]
+    assert failed == []
+    assert scan["summary"]["passed"] > 20
+
+
+def test_every_custom_policy_ran_and_passed(scan):
+    passed = {r["check_id"] for r in scan["results"]["passed_checks"]}
+    assert set(CUSTOM_CHECKS) <= passed
+
+
+def test_every_skip_has_a_reason_and_suppresses_a_real_finding(scan):
+    skips = []
+    for path in BICEP_FILES:
+        for line in path.read_text().splitlines():
+            if "checkov:skip=" in line:
+                match = re.search(r"checkov:skip=(CKV2?_[A-Z]+_\d+):(.{10,})", line)
+                assert match, f"{path.name}: skip without an ID and a reason: {line.strip()}"
+                skips.append(match.group(1))
+    suppressed = [r["check_id"] for r in scan["results"]["skipped_checks"]]
+    assert sorted(skips) == sorted(suppressed)  # no stale skip of a check that does not apply
+
+
+@pytest.mark.parametrize("check_id", CUSTOM_CHECKS)
+def test_each_custom_policy_fails_its_wrong_sample(check_id):
+    sample = next(SAMPLES.glob(f"{check_id.lower()}_*.bicep"))
+    report = run_checkov(sample, checks=CUSTOM_CHECKS)
+    failed = {r["check_id"] for r in report["results"]["failed_checks"]}
+    assert failed == {check_id}
+
+
+def test_app_settings_are_exactly_the_settings_the_app_reads():
+    deployed = app_settings(INFRA / "modules" / "function-app.bicep")
+    assert deployed - PLATFORM_SETTINGS == set(SETTINGS) - LOCAL_ONLY_SETTINGS
+    assert deployed >= PLATFORM_SETTINGS
+
+
+def test_every_role_definition_id_is_an_intended_role():
+    found = {guid.lower() for path in BICEP_FILES for guid in GUID.findall(path.read_text())}
+    assert found == set(ROLES)
+
+
+def test_role_assignments_use_the_named_roles():
+    storage = (INFRA / "modules" / "storage.bicep").read_text()
+    monitoring = (INFRA / "modules" / "monitoring.bicep").read_text()
+    openai = (INFRA / "modules" / "openai.bicep").read_text()
+    cosmos = (INFRA / "modules" / "cosmos.bicep").read_text()
+    assert "var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'" in storage
+    assert "var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'" in monitoring
+    assert "var openAiUser = '5e0bd9bd-7b93-4f28-af87-19fc36ad61bd'" in openai
+    assert cosmos.count("/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002'") == 2
+
+
+def test_no_resource_uses_keys_or_secret_connection_strings():
+    forbidden = re.compile(
+        r"listKeys|listConnectionStrings|listAccountSas|AccountKey=|SharedAccessKey|primaryMasterKey|"
+        r"InstrumentationKey=|AZURE_OPENAI_API_KEY|COSMOS_KEY|@secure",
+        re.IGNORECASE,
+    )
+    for path in [*BICEP_FILES, INFRA / "main.parameters.json"]:
+        assert not forbidden.search(path.read_text()), path.name
+    for module in ("cosmos.bicep", "openai.bicep"):
+        assert "disableLocalAuth: true" in (INFRA / "modules" / module).read_text()
+    assert "DisableLocalAuth: true" in (INFRA / "modules" / "monitoring.bicep").read_text()
+    assert "allowSharedKeyAccess: false" in (INFRA / "modules" / "storage.bicep").read_text()
+
+
+def test_parameters_file_feeds_azd_variables_to_main_bicep():
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters == {
+        "environmentName": {"value": "${AZURE_ENV_NAME}"},
+        "location": {"value": "${AZURE_LOCATION}"},
+        "principalId": {"value": "${AZURE_PRINCIPAL_ID}"},
+    }
+    main = (INFRA / "main.bicep").read_text()
+    assert all(re.search(rf"^param {name} ", main, re.MULTILINE) for name in parameters)
+
+
+def test_main_outputs_what_azd_and_the_readme_use():
+    main = (INFRA / "main.bicep").read_text()
+    outputs = set(re.findall(r"^output (\w+) ", main, re.MULTILINE))
+    assert {
+        "AZURE_RESOURCE_GROUP",
+        "AZURE_FUNCTION_APP_NAME",
+        "AZURE_FUNCTION_APP_URL",
+        "COSMOS_ENDPOINT",
+        "AZURE_OPENAI_ENDPOINT",
+    } <= outputs
+    readme = (ROOT / "README.md").read_text()
+    assert all(name in readme for name in ("AZURE_FUNCTION_APP_NAME", "AZURE_FUNCTION_APP_URL", "COSMOS_ENDPOINT"))
+
+
+def test_azure_yaml_deploys_one_python_function_service():
+    text = (ROOT / "azure.yaml").read_text()
+    assert re.search(r"^services:\n  api:\n", text, re.MULTILINE)
+    assert "    language: python\n" in text
+    assert "    host: function\n" in text
+    assert "'azd-service-name': 'api'" in (INFRA / "modules" / "function-app.bicep").read_text()
