@@ -60,8 +60,7 @@ resource developerUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
   scope: account
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', openAiUser)
-    principalId: userPrincipalId
-    principalType: 'User'
+    principalId: userPrincipalId // a user or, in CI, a service principal: the type is left to Azure
   }
 }
 
