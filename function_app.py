@@ -13,6 +13,11 @@ async def post_turn(req: Request) -> Response:
     return await api.post_turn(req)
 
 
+@app.route(route="sessions/{session_id}/messages", methods=["GET"])
+async def get_messages(req: Request) -> Response:
+    return await api.get_messages(req)
+
+
 @app.route(route="sessions", methods=["POST"])
 async def create_session(req: Request) -> Response:
     return await api.create_session(req)

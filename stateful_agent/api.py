@@ -13,11 +13,11 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from .errors import (
     AgentServiceError,
@@ -27,6 +27,7 @@ from .errors import (
     MessageTooLargeError,
     UnsupportedMediaTypeError,
 )
+from .idempotency import validate_key
 from .runtime import get_service
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def problem_response(error: AgentServiceError, instance: str | None = None) -> JSONResponse:
-    """The ``application/problem+json`` response for an error."""
+def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:
+    """The RFC 9457 problem document of an error."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + error.code,
         "title": error.title,
@@ -49,7 +50,14 @@ def problem_response(error: AgentServiceError, instance: str | None = None) -> J
     }
     if instance:
         body["instance"] = instance
-    return JSONResponse(body, status_code=error.status, headers=error.headers, media_type="application/problem+json")
+    return body
+
+
+def problem_response(error: AgentServiceError, instance: str | None = None) -> JSONResponse:
+    """The ``application/problem+json`` response for an error."""
+    return JSONResponse(
+        problem(error, instance), status_code=error.status, headers=error.headers, media_type="application/problem+json"
+    )
 
 
 def _problems(handler: Handler) -> Handler:
@@ -72,12 +80,25 @@ def _problems(handler: Handler) -> Handler:
 
 @_problems
 async def post_turn(req: Request) -> Response:
-    """``POST /api/sessions/{session_id}/turns`` with ``{"message": "..."}``: run one turn."""
+    """``POST /api/sessions/{session_id}/turns`` with ``{"message": "..."}``: run one turn.
+
+    With ``Accept: text/event-stream`` the reply streams as Server-Sent Events. An
+    ``Idempotency-Key`` header makes a retry return the stored result instead of a second turn.
+    """
     session_id = _session_id(req)
+    key = validate_key(req.headers.get("idempotency-key"))
     service = get_service()
     message = await _message(req, service.settings.max_message_bytes)
-    result = await service.run_turn(session_id, message)
-    return JSONResponse(result.as_json())
+    if "text/event-stream" not in req.headers.get("accept", "").lower():
+        result = await service.run_turn(session_id, message, key)
+        return JSONResponse(result.as_json(), headers=_replayed(result))
+
+    from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
+
+    prepared = await service.prepare(session_id, message, key)  # load errors are plain problem responses
+    if isinstance(prepared, TurnResult):  # a replay: the stored result as one done event
+        return _sse_response(_single_event("done", prepared.as_json()), _replayed(prepared))
+    return _sse_response(_turn_events(service.stream_turn(prepared), req.url.path), {})
 
 
 @_problems
@@ -86,6 +107,17 @@ async def create_session(req: Request) -> Response:
     session_id = str(uuid.uuid4())
     location = f"{req.url.path.rstrip('/')}/{session_id}"
     return JSONResponse({"session_id": session_id}, status_code=201, headers={"Location": location})
+
+
+@_problems
+async def get_messages(req: Request) -> Response:
+    """``GET /api/sessions/{session_id}/messages?limit=&cursor=``: the whole transcript, paged, oldest first."""
+    session_id = _session_id(req)
+    raw_limit = req.query_params.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+        raise InvalidRequestError("'limit' must be a number from 1 to 200.")
+    page = await get_service().messages(session_id, cursor=req.query_params.get("cursor"), limit=int(raw_limit))
+    return JSONResponse(page)
 
 
 @_problems
@@ -105,6 +137,38 @@ async def delete_session(req: Request) -> Response:
 async def health(req: Request) -> Response:
     """``GET /api/health``: 200 when the store answers, else 503 ``store_unavailable``."""
     return JSONResponse(await get_service().health())
+
+
+def _replayed(result: Any) -> dict[str, str]:
+    return {"Idempotent-Replayed": "true"} if result.replayed else {}
+
+
+def _sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _sse_response(events: AsyncIterator[str], headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
+    )
+
+
+async def _single_event(event: str, data: dict[str, Any]) -> AsyncIterator[str]:
+    yield _sse(event, data)
+
+
+async def _turn_events(items: AsyncIterator[Any], instance: str) -> AsyncIterator[str]:
+    """``delta`` events while the model writes, then ``done`` (stored) or ``error`` (nothing stored)."""
+    try:
+        async for item in items:
+            yield _sse("delta", {"text": item}) if isinstance(item, str) else _sse("done", item.as_json())
+    except AgentServiceError as error:
+        yield _sse("error", problem(error, instance))
+    except Exception:
+        logger.exception("Unhandled error while streaming %s", instance)
+        yield _sse("error", problem(AgentServiceError("An unexpected error occurred; it was logged."), instance))
 
 
 def _session_id(req: Request) -> str:

@@ -32,6 +32,14 @@ class InvalidSessionIdError(AgentServiceError):
     status, code, title = 400, "invalid_session_id", "Invalid session id"
 
 
+class InvalidIdempotencyKeyError(AgentServiceError):
+    status, code, title = 400, "invalid_idempotency_key", "Invalid Idempotency-Key"
+
+
+class InvalidCursorError(AgentServiceError):
+    status, code, title = 400, "invalid_cursor", "Invalid cursor"
+
+
 class SessionNotFoundError(AgentServiceError):
     status, code, title = 404, "session_not_found", "Session not found"
 
@@ -50,6 +58,10 @@ class SessionTooLargeError(AgentServiceError):
 
 class UnsupportedMediaTypeError(AgentServiceError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class IdempotencyKeyReusedError(AgentServiceError):
+    status, code, title = 422, "idempotency_key_reused", "Idempotency-Key reused with a different request"
 
 
 class SessionCorruptError(AgentServiceError):

@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import ConfigurationError
 
 BACKENDS = ("cosmos", "file", "memory")
+COMPACTION_STRATEGIES = ("messages", "tokens", "none")
 MODEL_PROVIDERS = ("azure_openai", "openai", "echo")
 
 #: Setting name -> one-line description. Defaults live in ``load_settings``.
@@ -28,6 +29,10 @@ SETTINGS: dict[str, str] = {
     "SESSION_TTL_SECONDS": "Seconds an idle session is kept in Cosmos (Cosmos TTL); unset or -1 = forever.",
     "MAX_MESSAGE_BYTES": "Largest accepted user message, UTF-8 bytes (default 32768).",
     "MAX_SNAPSHOT_BYTES": "Largest snapshot document written, bytes (default 1572864; Cosmos caps items at 2 MB).",
+    "COMPACTION_STRATEGY": "What bounds the live window: messages | tokens | none (default messages).",
+    "COMPACTION_MAX_MESSAGES": "Most messages a prompt holds with COMPACTION_STRATEGY=messages (default 40).",
+    "COMPACTION_TOKEN_BUDGET": "Most estimated tokens a prompt holds with COMPACTION_STRATEGY=tokens (default 8000).",
+    "IDEMPOTENCY_KEYS": "How many recent Idempotency-Keys a session remembers (default 50).",
     "MODEL_PROVIDER": "azure_openai | openai | echo; unset = chosen from the model settings present.",
     "AZURE_OPENAI_ENDPOINT": "Azure OpenAI endpoint, e.g. https://<resource>.openai.azure.com/.",
     "AZURE_OPENAI_MODEL": "Azure OpenAI chat deployment name.",
@@ -72,6 +77,10 @@ class Settings:
     session_ttl_seconds: int | None = None
     max_message_bytes: int = 32 * 1024
     max_snapshot_bytes: int = 1_572_864
+    compaction_strategy: str = "messages"
+    compaction_max_messages: int = 40
+    compaction_token_budget: int = 8000
+    idempotency_keys: int = 50
     model_provider: str = "echo"
     azure_openai_endpoint: str | None = None
     azure_openai_model: str | None = None
@@ -128,6 +137,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         session_ttl_seconds=None if ttl in (None, -1) else ttl,
         max_message_bytes=env.integer("MAX_MESSAGE_BYTES", default=32 * 1024, minimum=1),
         max_snapshot_bytes=env.integer("MAX_SNAPSHOT_BYTES", default=1_572_864, minimum=1024, maximum=2 * 1024 * 1024),
+        compaction_strategy=env.choice("COMPACTION_STRATEGY", COMPACTION_STRATEGIES, default="messages"),
+        compaction_max_messages=env.integer("COMPACTION_MAX_MESSAGES", default=40, minimum=2),
+        compaction_token_budget=env.integer("COMPACTION_TOKEN_BUDGET", default=8000, minimum=100),
+        idempotency_keys=env.integer("IDEMPOTENCY_KEYS", default=50, minimum=1, maximum=1000),
         model_provider=provider,
         azure_openai_endpoint=env.text("AZURE_OPENAI_ENDPOINT"),
         azure_openai_model=env.text("AZURE_OPENAI_MODEL"),

@@ -2,9 +2,11 @@
 
 One document per session, the same for every backend::
 
-    {"session_id", "schema_version", "turns", "created_at", "updated_at",
+    {"session_id", "kind": "snapshot", "schema_version", "turns", "created_at", "updated_at",
      "ttl" (only when SESSION_TTL_SECONDS is set),
-     "snapshot": <AgentSession.to_dict(), unmodified>}
+     "transcript": [{"id", "count"}] (archived chunks, when any; see transcript.py),
+     "idempotency": [{"key", "fingerprint", "turn", "first", "count"}] (when any; see idempotency.py),
+     "snapshot": <AgentSession.to_dict() of the live window, unmodified>}
 
 A document that cannot be restored raises ``SessionCorruptError``: never half-used.
 """
@@ -36,6 +38,11 @@ def history(session: AgentSession) -> list[Message]:
     return list(session.state.get(HISTORY_SOURCE_ID, {}).get("messages", []))
 
 
+def set_history(session: AgentSession, messages: list[Message]) -> None:
+    """Replace the messages the history provider keeps in the session."""
+    session.state.setdefault(HISTORY_SOURCE_ID, {})["messages"] = messages
+
+
 def build_document(
     session_id: str,
     session: AgentSession,
@@ -44,16 +51,22 @@ def build_document(
     turns: int,
     ttl_seconds: int | None,
     max_bytes: int,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The document stored under ``session_id``; refuses one larger than ``max_bytes``."""
+    """The document stored under ``session_id``; refuses one larger than ``max_bytes``.
+
+    ``extra`` carries the transcript chunk list and remembered idempotency keys.
+    """
     now = utc_now()
     document: dict[str, Any] = {
         "session_id": session_id,
+        "kind": "snapshot",
         "schema_version": SCHEMA_VERSION,
         "turns": turns,
         "created_at": previous["created_at"] if previous else now,
         "updated_at": now,
         "snapshot": session.to_dict(),
+        **(extra or {}),
     }
     if ttl_seconds is not None:
         document["ttl"] = ttl_seconds

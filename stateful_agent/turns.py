@@ -1,37 +1,60 @@
 """The turn pipeline: load the snapshot, run one agent turn, write it back conditionally.
 
-Nothing is written unless the turn completed; a write that loses a race raises
-``SessionConflictError`` and the stored session stays exactly the winner's.
+``prepare`` reads the session (one point read), answers a repeated
+``Idempotency-Key`` from it, and moves messages that leave the live window
+aside. ``run_turn`` or ``stream_turn`` then run the agent, and ``_commit``
+writes the archived chunk (if any) and the new snapshot, conditional on the
+version read. Nothing is written unless the turn completed; a write that loses
+a race raises ``SessionConflictError`` and the stored session stays exactly
+the winner's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent_framework import Agent, AgentSession
+from agent_framework import Agent, AgentResponse, AgentSession, Message
 
-from . import snapshots
-from .errors import ConfigurationError, ModelError, SessionNotFoundError
+from . import idempotency, snapshots, transcript
+from .compaction import archivable_prefix, build_strategy
+from .errors import ConfigurationError, ModelError, SessionConflictError, SessionNotFoundError
 from .settings import Settings
-from .stores import SnapshotStore
+from .stores import Record, SnapshotStore
 
 logger = logging.getLogger(__name__)
+
+MAX_PAGE = 200
 
 
 @dataclass(frozen=True)
 class TurnResult:
-    """What a completed turn returns to the client."""
+    """What a completed turn returns to the client; ``replayed`` when it came from an earlier request."""
 
     session_id: str
     turn: int
     reply: str
+    replayed: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "turn": self.turn, "reply": self.reply}
+
+
+@dataclass
+class PreparedTurn:
+    """A loaded session, ready for the agent: what the commit needs to write it back."""
+
+    session_id: str
+    message: str
+    record: Record | None
+    session: AgentSession
+    archived: list[Message]
+    key: str | None = None
+    fingerprint: str | None = None
+    started: float = field(default_factory=time.perf_counter)
 
 
 class TurnService:
@@ -40,6 +63,7 @@ class TurnService:
     def __init__(self, settings: Settings, store: SnapshotStore, agent_factory: Callable[[], Agent]) -> None:
         self.settings = settings
         self.store = store
+        self.strategy = build_strategy(settings)
         self._agent_factory = agent_factory
         self._agent: Agent | None = None
 
@@ -50,44 +74,57 @@ class TurnService:
             self._agent = self._agent_factory()
         return self._agent
 
-    async def run_turn(self, session_id: str, message: str) -> TurnResult:
-        """Run one turn of ``session_id`` (created on its first turn) and store it."""
-        started = time.perf_counter()
+    async def prepare(self, session_id: str, message: str, key: str | None = None) -> PreparedTurn | TurnResult:
+        """Load the session for a turn, or the stored result of a repeated ``key``."""
         record = await self.store.read(session_id)
+        request_fingerprint = idempotency.fingerprint(message) if key else None
+        if key and record:
+            replay = await self._replay(session_id, record, key, request_fingerprint)
+            if replay is not None:
+                return replay
         session = snapshots.restore(record.document, session_id) if record else AgentSession(session_id=session_id)
-        known = len(snapshots.history(session))
-
-        try:
-            response = await self.agent.run(message, session=session)
-        except Exception as exc:  # any model, network or tool failure: nothing is stored
-            logger.error("Model call failed for session %r: %s", session_id, exc, exc_info=True)
-            raise ModelError("The model call failed; the session was not changed. Retry the turn.") from exc
-
-        if len(snapshots.history(session)) < known + 2:
-            raise ConfigurationError("The agent did not record the turn in the session (history provider missing).")
-
-        turn = (record.document["turns"] if record else 0) + 1
-        document = snapshots.build_document(
-            session_id,
-            session,
-            previous=record.document if record else None,
-            turns=turn,
-            ttl_seconds=self.settings.session_ttl_seconds,
-            max_bytes=self.settings.max_snapshot_bytes,
+        history = snapshots.history(session)
+        cut = await archivable_prefix(
+            history,
+            Message(role="user", contents=[message]),
+            self.strategy,
+            max_messages=self.settings.compaction_max_messages,
         )
-        if record is None:
-            await self.store.create(session_id, document)
-        else:
-            await self.store.replace(session_id, document, record.etag)
-        logger.info("Stored turn %d of session %r in %.0f ms", turn, session_id, (time.perf_counter() - started) * 1000)
-        return TurnResult(session_id=session_id, turn=turn, reply=response.text)
+        if cut:
+            snapshots.set_history(session, history[cut:])
+        return PreparedTurn(session_id, message, record, session, history[:cut], key, request_fingerprint)
+
+    async def run_turn(self, session_id: str, message: str, key: str | None = None) -> TurnResult:
+        """Run one turn of ``session_id`` (created on its first turn) and store it."""
+        prepared = await self.prepare(session_id, message, key)
+        if isinstance(prepared, TurnResult):
+            return prepared
+        known = len(snapshots.history(prepared.session))
+        try:
+            response = await self.agent.run(message, session=prepared.session)
+        except Exception as exc:  # any model, network or tool failure: nothing is stored
+            raise self._model_error(session_id, exc) from exc
+        return await self._commit(prepared, known, response.text)
+
+    async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[str | TurnResult]:
+        """Run a prepared turn streaming: text deltas as they arrive, then the stored ``TurnResult``.
+
+        Closing the iterator early (a client that disconnects) abandons the turn: nothing is stored.
+        """
+        known = len(snapshots.history(prepared.session))
+        stream = self.agent.run(prepared.message, session=prepared.session, stream=True)
+        try:
+            async for update in stream:
+                if update.text:
+                    yield update.text
+            response = await stream.get_final_response()
+        except Exception as exc:
+            raise self._model_error(prepared.session_id, exc) from exc
+        yield await self._commit(prepared, known, response.text)
 
     async def describe(self, session_id: str) -> dict[str, Any]:
-        """The session's summary and its user/assistant messages."""
-        record = await self.store.read(session_id)
-        if record is None:
-            raise SessionNotFoundError(f"No session with id '{session_id}'.")
-        session = snapshots.restore(record.document, session_id)
+        """The session's summary and the user/assistant messages of its live window."""
+        record, session = await self._load(session_id)
         document = record.document
         return {
             "session_id": session_id,
@@ -101,11 +138,128 @@ class TurnService:
             ],
         }
 
+    async def messages(self, session_id: str, *, cursor: str | None, limit: int) -> dict[str, Any]:
+        """One page of the whole transcript, oldest first, with the cursor of the next page."""
+        start = transcript.decode_cursor(cursor)
+        record, session = await self._load(session_id)
+        live = snapshots.history(session)
+        total = transcript.archived_count(record.document) + len(live)
+        end = min(start + limit, total)
+        page = await transcript.read_range(self.store, session_id, record.document, live, start, end)
+        return {
+            "session_id": session_id,
+            "total": total,
+            "messages": [{"index": start + i, "role": m.role, "text": m.text} for i, m in enumerate(page)],
+            "next_cursor": transcript.encode_cursor(end) if end < total else None,
+        }
+
     async def delete(self, session_id: str) -> None:
-        """Delete the session; deleting a missing one succeeds."""
+        """Delete the session and its transcript; deleting a missing one succeeds."""
         await self.store.remove(session_id)
 
     async def health(self) -> dict[str, str]:
         """Check the store answers; report backend and model."""
         await self.store.ping()
         return {"status": "ok", "backend": self.store.backend, "model": self.settings.model_label}
+
+    async def _load(self, session_id: str) -> tuple[Record, AgentSession]:
+        record = await self.store.read(session_id)
+        if record is None:
+            raise SessionNotFoundError(f"No session with id '{session_id}'.")
+        return record, snapshots.restore(record.document, session_id)
+
+    async def _commit(self, prepared: PreparedTurn, known: int, reply: str) -> TurnResult:
+        """Write the archived chunk, then the snapshot, conditional on the version read."""
+        session_id, record = prepared.session_id, prepared.record
+        previous = record.document if record else None
+        live = snapshots.history(prepared.session)
+        if len(live) < known + 2:
+            raise ConfigurationError("The agent did not record the turn in the session (history provider missing).")
+
+        listed = list((previous or {}).get("transcript", []))
+        chunk_id = None
+        if prepared.archived:
+            entry, chunk_id, chunk = transcript.new_chunk(
+                session_id, len(listed), prepared.archived, self.settings.session_ttl_seconds
+            )
+            listed.append(entry)
+        turn = (previous["turns"] if previous else 0) + 1
+        extra: dict[str, Any] = {"transcript": listed} if listed else {}
+        if prepared.key:
+            replies = len(live) - known - 1  # the messages the turn added after the user's
+            first = transcript.archived_count(extra) + len(live) - replies
+            entry = {
+                "key": prepared.key,
+                "fingerprint": prepared.fingerprint,
+                "turn": turn,
+                "first": first,
+                "count": replies,
+            }
+            extra["idempotency"] = idempotency.remember(previous, entry, self.settings.idempotency_keys)
+        elif previous and previous.get("idempotency"):
+            extra["idempotency"] = previous["idempotency"]
+        document = snapshots.build_document(
+            session_id,
+            prepared.session,
+            previous=previous,
+            turns=turn,
+            ttl_seconds=self.settings.session_ttl_seconds,
+            max_bytes=self.settings.max_snapshot_bytes,
+            extra=extra,
+        )
+
+        try:
+            if chunk_id:
+                await self.store.write_chunk(session_id, chunk_id, chunk)
+            if record is None:
+                await self.store.create(session_id, document)
+            else:
+                await self.store.replace(session_id, document, record.etag)
+        except BaseException as error:
+            if chunk_id:
+                await self._discard_chunk(session_id, chunk_id)
+            if isinstance(error, SessionConflictError) and prepared.key:
+                replay = await self._replay_after_conflict(prepared)
+                if replay is not None:
+                    return replay
+            raise
+        logger.info(
+            "Stored turn %d of session %r in %.0f ms (%d message(s) archived)",
+            turn,
+            session_id,
+            (time.perf_counter() - prepared.started) * 1000,
+            len(prepared.archived),
+        )
+        return TurnResult(session_id=session_id, turn=turn, reply=reply)
+
+    async def _replay(
+        self, session_id: str, record: Record, key: str, request_fingerprint: str | None
+    ) -> TurnResult | None:
+        entry = idempotency.find(record.document, key, request_fingerprint or "")
+        if entry is None:
+            return None
+        live = snapshots.history(snapshots.restore(record.document, session_id))
+        end = entry["first"] + entry["count"]
+        messages = await transcript.read_range(self.store, session_id, record.document, live, entry["first"], end)
+        reply = AgentResponse(messages=messages).text
+        logger.info("Replayed turn %d of session %r for a repeated Idempotency-Key", entry["turn"], session_id)
+        return TurnResult(session_id=session_id, turn=entry["turn"], reply=reply, replayed=True)
+
+    async def _replay_after_conflict(self, prepared: PreparedTurn) -> TurnResult | None:
+        """The same request with the same key won the race: answer with its result."""
+        record = await self.store.read(prepared.session_id)
+        if record is None or prepared.key is None:
+            return None
+        return await self._replay(prepared.session_id, record, prepared.key, prepared.fingerprint)
+
+    async def _discard_chunk(self, session_id: str, chunk_id: str) -> None:
+        """Best effort: an unlisted chunk is invisible anyway, and removed with the session."""
+        try:
+            await self.store.delete_chunk(session_id, chunk_id)
+        except Exception as exc:
+            logger.warning("Could not remove unused transcript chunk %s of %r: %s", chunk_id, session_id, exc)
+
+    @staticmethod
+    def _model_error(session_id: str, exc: Exception) -> ModelError:
+        logger.error("Model call failed for session %r: %s", session_id, exc, exc_info=exc)
+        return ModelError("The model call failed; the session was not changed. Retry the turn.")

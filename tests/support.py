@@ -6,7 +6,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent_framework import (
@@ -28,19 +28,36 @@ class ModelDown(RuntimeError):
     """What a scripted failure raises."""
 
 
+@dataclass(frozen=True)
+class FailMidStream:
+    """Script step: stream ``partial``, then fail (non-streaming: fail at once)."""
+
+    partial: str
+
+
 class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], BaseChatClient[Any]):
     """Replies from a script and records every request, so the whole MAF pipeline runs.
 
-    ``script`` items are reply strings or exceptions to raise; once it runs out,
-    the reply is ``reply <n>``. ``gate``, when given, is awaited before replying.
+    ``script`` items are reply strings, exceptions to raise, or ``FailMidStream``;
+    once it runs out, the reply is ``reply <n>``. ``gate``, when given, is awaited
+    before replying; streamed replies come word by word, and ``pause`` (when given)
+    is awaited after the first word. ``cancelled`` is set when a waiting call is cancelled.
     """
 
     OTEL_PROVIDER_NAME = "scripted"
 
-    def __init__(self, script: Sequence[str | BaseException] = (), *, gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        script: Sequence[str | BaseException | FailMidStream] = (),
+        *,
+        gate: asyncio.Event | None = None,
+        pause: asyncio.Event | None = None,
+    ) -> None:
         super().__init__()
         self.script = list(script)
         self.gate = gate
+        self.pause = pause
+        self.cancelled = asyncio.Event()
         self.requests: list[list[tuple[str, str]]] = []
         self._arrived = asyncio.Event()
 
@@ -50,6 +67,15 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
             self._arrived.clear()
             await self._arrived.wait()
 
+    async def _wait(self, event: asyncio.Event | None) -> None:
+        if event is None:
+            return
+        try:
+            await event.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
     def _inner_get_response(
         self, *, messages: Sequence[Message], stream: bool, options: Mapping[str, Any], **kwargs: Any
     ) -> Any:
@@ -57,22 +83,31 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
         self._arrived.set()
         step = self.script.pop(0) if self.script else f"reply {len(self.requests)}"
 
-        async def _reply() -> str:
-            if self.gate is not None:
-                await self.gate.wait()
-            if isinstance(step, BaseException):
-                raise step
-            return step
-
         if stream:
 
             async def _chunks() -> AsyncIterator[ChatResponseUpdate]:
-                yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(await _reply())])
+                await self._wait(self.gate)
+                if isinstance(step, BaseException):
+                    raise step
+                text = step.partial if isinstance(step, FailMidStream) else step
+                for index, word in enumerate(text.split(" ")):
+                    yield ChatResponseUpdate(
+                        role="assistant", contents=[Content.from_text(("" if index == 0 else " ") + word)]
+                    )
+                    if index == 0:
+                        await self._wait(self.pause)
+                if isinstance(step, FailMidStream):
+                    raise ModelDown("the model stream broke off")
 
             return self._build_response_stream(_chunks())
 
         async def _respond() -> ChatResponse:
-            return ChatResponse(messages=[Message(role="assistant", contents=[await _reply()])])
+            await self._wait(self.gate)
+            if isinstance(step, BaseException):
+                raise step
+            if isinstance(step, FailMidStream):
+                raise ModelDown("the model call failed")
+            return ChatResponse(messages=[Message(role="assistant", contents=[step])])
 
         return _respond()
 

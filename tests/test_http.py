@@ -62,6 +62,7 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
             routes[(str(method.value), trigger.route)] = str(trigger.auth_level.value)
     assert routes == {
         ("POST", "sessions/{session_id}/turns"): "function",
+        ("GET", "sessions/{session_id}/messages"): "function",
         ("POST", "sessions"): "function",
         ("GET", "sessions/{session_id}"): "function",
         ("DELETE", "sessions/{session_id}"): "function",

@@ -1,8 +1,9 @@
 """The session store interface: MAF's ``SessionStore`` plus versioned, conditional writes.
 
-Backends implement five storage primitives on snapshot documents (see
-``snapshots.py``); this class builds MAF's ``get``/``set``/``delete`` contract on
-them, so the logic lives once and the backends only store bytes.
+Backends implement storage primitives for snapshot documents and transcript
+chunks (see ``snapshots.py``, ``transcript.py``); this class builds MAF's
+``get``/``set``/``delete`` contract on them, so the logic lives once and the
+backends only store bytes.
 """
 
 from __future__ import annotations
@@ -62,7 +63,19 @@ class SnapshotStore(SessionStore, ABC):
 
     @abstractmethod
     async def remove(self, session_id: str) -> None:
-        """Delete the document; a missing one is not an error."""
+        """Delete the snapshot, then every transcript chunk of the session; missing ones are no error."""
+
+    @abstractmethod
+    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
+        """Store a transcript chunk under a new, unique ``chunk_id``."""
+
+    @abstractmethod
+    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        """Return a transcript chunk, or ``None`` when absent."""
+
+    @abstractmethod
+    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
+        """Delete a transcript chunk; a missing one is not an error."""
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailableError`` when the store cannot serve requests."""
@@ -83,6 +96,7 @@ class SnapshotStore(SessionStore, ABC):
         self.validate_session_id(session_id)
         previous = await self.read(session_id)
         turns = previous.document.get("turns", 0) if previous else _user_turns(session)
+        kept = {k: v for k, v in (previous.document if previous else {}).items() if k in ("transcript", "idempotency")}
         document = snapshots.build_document(
             session_id,
             session,
@@ -90,6 +104,7 @@ class SnapshotStore(SessionStore, ABC):
             turns=turns,
             ttl_seconds=self.ttl_seconds,
             max_bytes=self.max_snapshot_bytes,
+            extra=kept,  # the archived transcript and remembered keys stay the session's
         )
         await self.upsert(session_id, document)
 

@@ -1,7 +1,8 @@
 """Cosmos DB (NoSQL) store: one document per session, partition key ``/session_id``.
 
 A turn costs one point read and one conditional write (create, or replace with
-``If-Match``). The async client is created on first use and reused by the process.
+``If-Match``); a turn that archives messages adds one transcript chunk write, in
+the same partition. The async client is created on first use and reused by the process.
 Authentication is Microsoft Entra ID (managed identity in Azure) unless a key is
 configured for an emulator.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 from typing import Any
@@ -86,8 +88,7 @@ class CosmosSnapshotStore(SnapshotStore):
             return None
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
-        etag = item["_etag"]
-        return Record({k: v for k, v in item.items() if k != "id" and not k.startswith("_")}, etag)
+        return Record(_without_system_properties(item), item["_etag"])
 
     async def create(self, session_id: str, document: dict[str, Any]) -> str:
         container = await self._open()
@@ -111,9 +112,36 @@ class CosmosSnapshotStore(SnapshotStore):
     async def remove(self, session_id: str) -> None:
         container = await self._open()
         try:
-            await container.delete_item(document_id(session_id), partition_key=session_id)
+            await _delete_if_present(container, document_id(session_id), session_id)
+            # Then every other item of the partition: transcript chunks, and leftovers of lost races.
+            leftovers = container.query_items(
+                "SELECT c.id FROM c WHERE c.session_id = @session_id",
+                parameters=[{"name": "@session_id", "value": session_id}],
+                partition_key=session_id,
+            )
+            async for item in leftovers:
+                await _delete_if_present(container, item["id"], session_id)
+        except AzureError as exc:
+            raise _store_error(exc, session_id) from exc
+
+    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
+        container = await self._open()
+        await self._write(session_id, container.create_item, body={"id": chunk_id, **document})
+
+    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        container = await self._open()
+        try:
+            item = await container.read_item(chunk_id, partition_key=session_id)
         except CosmosResourceNotFoundError:
-            return
+            return None
+        except AzureError as exc:
+            raise _store_error(exc, session_id) from exc
+        return _without_system_properties(item)
+
+    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
+        container = await self._open()
+        try:
+            await _delete_if_present(container, chunk_id, session_id)
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
 
@@ -189,6 +217,15 @@ class CosmosSnapshotStore(SnapshotStore):
                 self.container_name, partition_key=PartitionKey(path="/session_id"), default_ttl=-1
             )
         return database.get_container_client(self.container_name)
+
+
+def _without_system_properties(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in item.items() if k != "id" and not k.startswith("_")}
+
+
+async def _delete_if_present(container: ContainerProxy, item_id: str, session_id: str) -> None:
+    with contextlib.suppress(CosmosResourceNotFoundError):
+        await container.delete_item(item_id, partition_key=session_id)
 
 
 def _store_error(exc: AzureError, session_id: str | None) -> StoreUnavailableError:

@@ -1,5 +1,7 @@
 """File store: one JSON file per session under ``MAF_SESSION_DIR``, for local runs.
 
+Transcript chunks live beside it, in ``<encoded id>.transcript/<chunk id>.json``.
+
 MAF's ``FileSessionStore`` maps opaque ids to safe file names (encoding, path
 traversal checks); we reuse that mapping. Unlike it, writes here are
 compare-and-swap under a directory lock, so two processes never silently
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +26,8 @@ from agent_framework import FileSessionStore
 from .. import snapshots
 from ..errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
 from .base import Record, SnapshotStore
+
+_CHUNK_ID = re.compile(r"[A-Za-z0-9~._-]{1,100}")
 
 
 class FileSnapshotStore(SnapshotStore):
@@ -54,8 +60,35 @@ class FileSnapshotStore(SnapshotStore):
         def _remove() -> None:
             with self._exclusive():
                 path.unlink(missing_ok=True)
+                shutil.rmtree(self._chunk_dir(path), ignore_errors=True)
 
         await asyncio.to_thread(_remove)
+
+    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
+        chunk = self._chunk_path(session_id, chunk_id)
+        payload = json.dumps(document, ensure_ascii=False).encode("utf-8")
+
+        def _write() -> None:
+            chunk.parent.mkdir(exist_ok=True)
+            temp = chunk.with_name(f".{chunk.name}.tmp")
+            temp.write_bytes(payload)
+            os.replace(temp, chunk)
+
+        await asyncio.to_thread(_write)
+
+    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        chunk = self._chunk_path(session_id, chunk_id)
+
+        def _read() -> dict[str, Any] | None:
+            try:
+                return json.loads(chunk.read_bytes())
+            except FileNotFoundError:
+                return None
+
+        return await asyncio.to_thread(_read)
+
+    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
+        await asyncio.to_thread(self._chunk_path(session_id, chunk_id).unlink, missing_ok=True)
 
     async def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
@@ -64,6 +97,15 @@ class FileSnapshotStore(SnapshotStore):
     def _path(self, session_id: str) -> Path:
         self.validate_session_id(session_id)
         return self._names._session_file_path(session_id)  # MAF's safe id -> file name mapping
+
+    @staticmethod
+    def _chunk_dir(snapshot_path: Path) -> Path:
+        return snapshot_path.with_suffix(".transcript")
+
+    def _chunk_path(self, session_id: str, chunk_id: str) -> Path:
+        if not _CHUNK_ID.fullmatch(chunk_id):
+            raise ValueError(f"invalid transcript chunk id {chunk_id!r}")
+        return self._chunk_dir(self._path(session_id)) / f"{chunk_id}.json"
 
     async def _write(
         self, session_id: str, document: dict[str, Any], *, expected: str | None, conditional: bool

@@ -19,6 +19,7 @@ class MemorySnapshotStore(SnapshotStore):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._items: dict[str, tuple[str, str]] = {}
+        self._chunks: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     async def read(self, session_id: str) -> Record | None:
@@ -45,6 +46,19 @@ class MemorySnapshotStore(SnapshotStore):
     async def remove(self, session_id: str) -> None:
         with self._lock:
             self._items.pop(session_id, None)
+            self._chunks.pop(session_id, None)
+
+    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
+        with self._lock:
+            self._chunks.setdefault(session_id, {})[chunk_id] = json.dumps(document)
+
+    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        raw = self._chunks.get(session_id, {}).get(chunk_id)
+        return None if raw is None else json.loads(raw)
+
+    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
+        with self._lock:
+            self._chunks.get(session_id, {}).pop(chunk_id, None)
 
     def _put(self, session_id: str, document: dict[str, Any]) -> str:
         etag = uuid.uuid4().hex

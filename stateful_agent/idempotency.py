@@ -1,0 +1,47 @@
+"""Idempotent retries: a session remembers the ``Idempotency-Key`` of its recent turns.
+
+Each remembered key points at its turn (number, and where the reply's messages
+sit in the transcript), so a repeat is answered from the stored session without
+calling the model, and the snapshot stays small: replies are not stored twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from .errors import IdempotencyKeyReusedError, InvalidIdempotencyKeyError
+
+_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def validate_key(raw: str | None) -> str | None:
+    """The key from the header, or ``None`` when absent; 1-128 visible ASCII characters."""
+    if raw is None:
+        return None
+    if not _KEY.fullmatch(raw):
+        raise InvalidIdempotencyKeyError("Idempotency-Key must be 1-128 visible ASCII characters.")
+    return raw
+
+
+def fingerprint(message: str) -> str:
+    """What makes two requests with one key 'the same request'."""
+    return hashlib.sha256(json.dumps({"message": message}).encode("utf-8")).hexdigest()
+
+
+def find(document: dict[str, Any] | None, key: str, request_fingerprint: str) -> dict[str, Any] | None:
+    """The remembered turn of ``key``; raises when the key came with another request."""
+    if document is None:
+        return None
+    entry = next((e for e in document.get("idempotency", []) if e["key"] == key), None)
+    if entry is not None and entry["fingerprint"] != request_fingerprint:
+        raise IdempotencyKeyReusedError("This Idempotency-Key was used for a different request in this session.")
+    return entry
+
+
+def remember(document: dict[str, Any] | None, entry: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """The session's remembered keys with ``entry`` added, newest last, at most ``limit``."""
+    entries = [e for e in (document or {}).get("idempotency", []) if e["key"] != entry["key"]]
+    return [*entries, entry][-limit:]

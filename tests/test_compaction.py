@@ -1,0 +1,209 @@
+"""Sessions stay small (MAF compaction bounds the live window) and the transcript keeps everything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from agent_framework import Content, Message
+from agent_framework._compaction import group_messages
+from azure.cosmos.aio import CosmosClient
+
+from stateful_agent import runtime, snapshots, transcript
+from stateful_agent.compaction import archivable_prefix, build_strategy
+from stateful_agent.devhost import build_app
+from stateful_agent.errors import SessionConflictError
+from stateful_agent.settings import Settings
+from tests.conftest import BACKENDS, DURABLE_BACKENDS
+from tests.support import ScriptedChatClient
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+async def stored_chunk_ids(store, session_id: str, cosmos: dict | None = None) -> set[str]:
+    """Every transcript chunk the backend holds for a session, listed or not."""
+    if store.backend == "memory":
+        return set(store._chunks.get(session_id, {}))
+    if store.backend == "file":
+        folder = store._chunk_dir(store._path(session_id))
+        return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
+    async with CosmosClient(cosmos["endpoint"], credential=cosmos["key"], enable_endpoint_discovery=False) as client:
+        container = client.get_database_client(cosmos["database"]).get_container_client(store.container_name)
+        query = "SELECT c.id FROM c WHERE c.session_id = @sid AND c.kind = 'transcript'"
+        items = container.query_items(
+            query, parameters=[{"name": "@sid", "value": session_id}], partition_key=session_id
+        )
+        return {item["id"] async for item in items}
+
+
+async def all_messages(session_id: str, limit: int = 200) -> list[dict]:
+    """Page through GET /messages with the cursor until it ends."""
+    collected, cursor = [], None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
+        while True:
+            params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get(f"/api/sessions/{session_id}/messages", params=params)).json()
+            collected += page["messages"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return collected
+
+
+@pytest.mark.parametrize("durable", DURABLE_BACKENDS)
+async def test_a_thousand_turns_stay_bounded_and_the_transcript_keeps_all_2000_messages(make_service, durable, request):
+    limit = 20
+    model = ScriptedChatClient()
+    service = make_service(durable, model, compaction_max_messages=limit)
+    sizes = []
+    for i in range(1000):
+        await service.run_turn("long", f"message {i}")
+        record = await service.store.read("long")
+        live = snapshots.history(snapshots.restore(record.document, "long"))
+        assert len(live) <= limit + 1, f"turn {i + 1}: {len(live)} live messages"
+        sizes.append(len(json.dumps(record.document)))
+
+    assert max(len(sent) for sent in model.requests) <= limit  # the model never got more than the window
+    assert max(sizes) < 10_000
+    # Flat: after the window filled, a turn adds only the chunk list's ~16 bytes per archived chunk.
+    assert (sizes[-1] - sizes[99]) / 900 < 5
+
+    await runtime.install(service)
+    messages = await all_messages("long")
+    assert [m["index"] for m in messages] == list(range(2000))  # no gap, no duplicate
+    assert [m["text"] for m in messages[::2]] == [f"message {i}" for i in range(1000)]
+    assert [m["text"] for m in messages[1::2]] == [f"reply {i + 1}" for i in range(1000)]
+
+    document = (await service.store.read("long")).document
+    counts = [count for _, count in document["transcript"]]
+    assert min(counts) >= limit // 2 - 1  # one document per chunk of messages, not per message
+    cosmos = request.getfixturevalue("cosmos") if durable == "cosmos" else None
+    assert await stored_chunk_ids(service.store, "long", cosmos) == {c["id"] for c in transcript.chunks(document)}
+
+
+async def test_get_session_shows_the_live_window_and_messages_the_whole_transcript(make_service, backend):
+    service = make_service(backend, compaction_max_messages=6)
+    for i in range(10):
+        await service.run_turn("s1", f"m{i}")
+    await runtime.install(service)
+    live = (await service.describe("s1"))["messages"]
+    everything = await all_messages("s1", limit=3)
+    assert len(live) <= 7
+    assert len(everything) == 20
+    assert [m["text"] for m in everything[-len(live) :]] == [m["text"] for m in live]
+
+
+async def test_racing_turns_that_archive_leave_no_duplicates_or_visible_leftovers(make_service, backend, request):
+    limit = 6
+    service = make_service(backend, compaction_max_messages=limit)
+    for i in range(3):  # 6 live messages: the next turn archives
+        await service.run_turn("s1", f"m{i}")
+
+    gate = asyncio.Event()
+    racer_model = ScriptedChatClient(gate=gate)
+    racers = make_service(backend, racer_model, compaction_max_messages=limit)
+    racers.store = service.store
+
+    async def release():
+        await racer_model.wait_for_requests(5)
+        gate.set()
+
+    results = await asyncio.gather(
+        *(racers.run_turn("s1", f"race {i}") for i in range(5)), release(), return_exceptions=True
+    )
+    wins = [r for r in results[:5] if not isinstance(r, BaseException)]
+    assert len(wins) == 1
+    assert all(isinstance(r, SessionConflictError) for r in results[:5] if r not in wins)
+
+    await runtime.install(service)
+    texts = [m["text"] for m in await all_messages("s1")]
+    winner = f"race {results.index(wins[0])}"
+    assert texts == ["m0", "reply 1", "m1", "reply 2", "m2", "reply 3", winner, wins[0].reply]
+    document = (await service.store.read("s1")).document
+    cosmos = request.getfixturevalue("cosmos") if backend == "cosmos" else None
+    assert await stored_chunk_ids(service.store, "s1", cosmos) == {c["id"] for c in transcript.chunks(document)}
+
+
+async def test_delete_removes_the_snapshot_and_every_transcript_chunk(make_service, backend, request):
+    service = make_service(backend, compaction_max_messages=4)
+    for i in range(8):
+        await service.run_turn("s1", f"m{i}")
+    await service.store.write_chunk("s1", "~t~99~leftover", {"session_id": "s1", "kind": "transcript"})
+    cosmos = request.getfixturevalue("cosmos") if backend == "cosmos" else None
+    assert len(await stored_chunk_ids(service.store, "s1", cosmos)) > 1
+
+    await service.delete("s1")
+    assert await service.store.read("s1") is None
+    assert await stored_chunk_ids(service.store, "s1", cosmos) == set()
+
+
+async def test_without_compaction_nothing_is_archived(make_service):
+    service = make_service("memory", compaction_strategy="none")
+    for i in range(30):
+        await service.run_turn("s1", f"m{i}")
+    assert "transcript" not in (await service.store.read("s1")).document
+    assert len((await service.describe("s1"))["messages"]) == 60
+
+
+async def test_the_token_budget_bounds_what_the_model_receives(make_service):
+    model = ScriptedChatClient()
+    service = make_service("memory", model, compaction_strategy="tokens", compaction_token_budget=400)
+    for i in range(40):
+        await service.run_turn("s1", f"message number {i} " + "x" * 100)
+    estimated = [
+        sum(max(1, len(json.dumps(Message(role=r, contents=[t]).to_dict())) // 4) for r, t in sent)
+        for sent in model.requests
+    ]
+    assert max(estimated) <= 400
+    assert len((await service.store.read("s1")).document["transcript"]) >= 2
+
+
+def _tool_conversation() -> list[Message]:
+    return [
+        Message(role="user", contents=["u1"]),
+        Message(role="assistant", contents=[Content.from_function_call(call_id="c1", name="f", arguments={})]),
+        Message(role="tool", contents=[Content.from_function_result(call_id="c1", result="ok")]),
+        Message(role="assistant", contents=["a1"]),
+        Message(role="user", contents=["u2"]),
+        Message(role="assistant", contents=["a2"]),
+    ]
+
+
+@pytest.mark.parametrize("limit", [2, 3, 4, 5, 6])
+async def test_a_tool_call_is_never_archived_without_its_result(limit):
+    history = _tool_conversation()
+    strategy = build_strategy(Settings(compaction_max_messages=limit))
+    cut = await archivable_prefix(history, Message(role="user", contents=["u3"]), strategy, max_messages=limit)
+    boundaries = {0, len(history)} | {span["start_index"] for span in group_messages(_tool_conversation())}
+    assert cut in boundaries
+    assert cut != 2  # between the call and its result
+    assert len(history) - cut + 1 <= limit  # and the prompt fits the window
+
+
+async def test_compaction_never_annotates_the_stored_messages():
+    history = _tool_conversation()
+    strategy = build_strategy(Settings(compaction_max_messages=2))
+    await archivable_prefix(history, Message(role="user", contents=["u3"]), strategy, max_messages=2)
+    assert all(not m.additional_properties for m in history)
+
+
+async def test_bad_paging_parameters_are_rejected(make_service):
+    service = make_service("memory")
+    await service.run_turn("s1", "hello")
+    await runtime.install(service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
+        for params, code in (
+            ({"cursor": "garbage!"}, "invalid_cursor"),
+            ({"limit": "0"}, "invalid_request"),
+            ({"limit": "201"}, "invalid_request"),
+            ({"limit": "ten"}, "invalid_request"),
+        ):
+            response = await client.get("/api/sessions/s1/messages", params=params)
+            assert response.status_code == 400
+            assert response.json()["code"] == code
+        missing = await client.get("/api/sessions/nobody/messages")
+        assert missing.status_code == 404
