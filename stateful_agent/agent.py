@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from agent_framework import Agent, BaseChatClient, InMemoryHistoryProvider
+from collections.abc import Sequence
+from typing import Any
+
+from agent_framework import Agent, BaseChatClient, InMemoryHistoryProvider, Message
 
 from .models import build_chat_client
 from .settings import Settings
+
+
+class TurnHistoryProvider(InMemoryHistoryProvider):
+    """MAF's in-memory history provider, appending every turn as it happened.
+
+    MAF's provider drops incoming messages that repeat the stored ones, for callers
+    that re-send the whole transcript. This app sends only the new message, so a
+    repeat is real ("yes" answered "ok" twice) and must be kept: dropping it would
+    lose the turn. Appending also saves hashing the whole history on every turn.
+    """
+
+    async def save_messages(
+        self, session_id: str | None, messages: Sequence[Message], *, state: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if state is not None and messages:
+            state["messages"] = [*state.get("messages", []), *messages]
 
 
 def build_agent(settings: Settings, client: BaseChatClient | None = None) -> Agent:
@@ -18,5 +37,5 @@ def build_agent(settings: Settings, client: BaseChatClient | None = None) -> Age
         client=client or build_chat_client(settings),
         name=settings.agent_name,
         instructions=settings.agent_instructions,
-        context_providers=[InMemoryHistoryProvider()],
+        context_providers=[TurnHistoryProvider()],
     )

@@ -9,11 +9,7 @@ account). In CI (``CI`` set) a server that cannot start fails the run.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import EMULATOR_KEY, ServerUnavailable, local_cosmos  # noqa: E402
 from stateful_agent import runtime  # noqa: E402
-from tests.support import ScriptedChatClient, free_port, service_for, settings_for  # noqa: E402
-
-#: The well-known Cosmos DB emulator key; the local server accepts any key.
-EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
-SERVER_CLI = ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"
+from tests.support import ScriptedChatClient, service_for, settings_for  # noqa: E402
 
 
 def _unavailable(reason: str) -> None:
@@ -48,25 +41,11 @@ def cosmos() -> Iterator[dict[str, str]]:
             "database": database,
         }
         return
-    node = shutil.which("node")
-    if node is None or not SERVER_CLI.is_file():
-        _unavailable("node or node_modules/@vercel/cosmosdb-server is missing")
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="cosmosdb-server-", suffix=".log")[1])
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [node, str(SERVER_CLI), "-p", str(port), "--host", "127.0.0.1"], stdout=output, stderr=subprocess.STDOUT
-        )
     try:
-        deadline = time.monotonic() + 30
-        while "Ready to accept" not in log.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                _unavailable(f"server did not start: {log.read_text().strip()[-500:]}")
-            time.sleep(0.05)
-        yield {"endpoint": f"https://127.0.0.1:{port}", "key": EMULATOR_KEY, "database": database}
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+        with local_cosmos() as endpoint:
+            yield {"endpoint": endpoint, "key": EMULATOR_KEY, "database": database}
+    except ServerUnavailable as error:
+        _unavailable(str(error))
 
 
 BACKENDS = ["memory", "file", pytest.param("cosmos", marks=pytest.mark.cosmos)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -135,10 +134,3 @@ def settings_for(
 def service_for(settings: Settings, client: BaseChatClient) -> TurnService:
     """The app's real service wiring, with ``client`` as the model."""
     return build_service(settings, chat_client=client)
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

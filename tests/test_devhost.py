@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.servers import free_port
 from tests.conftest import ROOT
-from tests.support import free_port
 
 
 def _clean_env() -> dict[str, str]:

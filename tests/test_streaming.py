@@ -11,10 +11,11 @@ import httpx
 import pytest
 import uvicorn
 
+from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from tests.conftest import BACKENDS
-from tests.support import FailMidStream, ScriptedChatClient, free_port
+from tests.support import FailMidStream, ScriptedChatClient
 
 SSE = {"Accept": "text/event-stream"}
 

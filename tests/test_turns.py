@@ -172,3 +172,11 @@ async def test_store_client_and_agent_are_built_once_and_reused(make_service):
     assert client is not None
     assert service.store._client is client
     assert service.agent is agent
+
+
+async def test_an_identical_repeated_exchange_is_stored_as_a_new_turn(make_service, backend):
+    """MAF's stock provider would drop it as a replay, and the turn would be lost."""
+    service = make_service(backend, ScriptedChatClient(["ok", "ok", "ok"]))
+    for expected in (1, 2, 3):
+        assert (await service.run_turn("s1", "yes")).turn == expected
+    assert [m["text"] for m in (await service.describe("s1"))["messages"]] == ["yes", "ok"] * 3

@@ -8,6 +8,7 @@ backends only store bytes.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -15,6 +16,9 @@ from typing import Any, ClassVar
 from agent_framework import AgentSession, FileSessionStore, SessionStore
 
 from .. import snapshots
+
+# We build on MAF's SessionStore knowingly (pinned version, contract-tested); its notice is not news.
+warnings.filterwarnings("ignore", message=r"\[SESSION_STORE\]")
 
 
 @dataclass(frozen=True)

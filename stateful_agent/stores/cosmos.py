@@ -66,9 +66,11 @@ class CosmosSnapshotStore(SnapshotStore):
         key: str | None = None,
         managed_identity_client_id: str | None = None,
         create_container: bool = False,
+        client_options: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        self._client_options = client_options or {}  # extra CosmosClient keywords, e.g. a raw_response_hook
         self.endpoint = endpoint
         self.database_name = database
         self.container_name = container
@@ -209,6 +211,7 @@ class CosmosSnapshotStore(SnapshotStore):
             credential=credential,
             enable_endpoint_discovery=not loopback,
             user_agent_suffix="stateful-agent-functions",
+            **self._client_options,
         )
         database = self._client.get_database_client(self.database_name)
         if self._create_container:

@@ -1,0 +1,176 @@
+"""``python -m bench [--quick] [--json PATH]``: every benchmark in one run, with ratios and targets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import sys
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import cold_start, overhead, store_cost, throughput
+from .servers import local_cosmos
+
+FULL = {
+    "lengths": [10, 100, 400],
+    "store_turns": 60,
+    "overhead_turns": 300,
+    "processes": 10,
+    "sessions": 64,
+    "turns": 10,
+    "concurrency": 16,
+}
+QUICK = {
+    "lengths": [10, 100, 400],
+    "store_turns": 12,
+    "overhead_turns": 60,
+    "processes": 3,
+    "sessions": 16,
+    "turns": 5,
+    "concurrency": 8,
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Each target of the benchmark issue: what it asks, what this run measured, met or not."""
+    cost, cold = results["store_cost"], results["cold_start"]
+    lengths = sorted(cost["ours"], key=int)
+    requests = [cost["ours"][n]["requests_per_turn"] for n in lengths]
+    peer_ratio = cost["ratios_ours_to_peer"][lengths[-1]]["p50"]
+    framework = results["overhead_us"]["with_default_compaction"]["100"]["p50_us"]
+    function_app = cold["import_function_app"]["import_ms"]
+    host_floor = cold["bare_import_of_functions_host_libraries"]["total_ms"]
+    return [
+        ("Cosmos requests per turn = 2 at every length", f"{requests}", all(r == 2 for r in requests)),
+        (f"p50 at {lengths[-1]} messages <= 0.5x MAF CosmosHistoryProvider", f"{peer_ratio}x", peer_ratio <= 0.5),
+        (
+            f"p50 at {lengths[-1]} <= 1.5x p50 at {lengths[0]} messages",
+            f"{cost['ours_growth_p50']}x",
+            cost["ours_growth_p50"] <= 1.5,
+        ),
+        ("framework overhead at 100 messages < 2 ms", f"{framework / 1000:.2f} ms", framework < 2000),
+        (
+            "import function_app < 200 ms",
+            f"{function_app} ms (azure.functions + HTTP-streams extension alone: {host_floor} ms)",
+            function_app < 200,
+        ),
+        (
+            "first turn in a new process <= 1.3x bare import of its libraries",
+            f"{cold['ratio_first_turn_to_bare_imports']}x",
+            cold["ratio_first_turn_to_bare_imports"] <= 1.3,
+        ),
+    ]
+
+
+def print_report(results: dict[str, Any]) -> None:
+    cost = results["store_cost"]
+    print(f"\nPer-turn store cost (zero-latency model; median of {results['config']['store_turns']} turns each)")
+    print(f"{'store':<34}{'messages':>9}{'p50 ms':>9}{'p95 ms':>9}{'req/turn':>10}{'bytes/turn':>12}{'RU/turn':>9}")
+    names = {"ours": "ours: Cosmos snapshot", "peer": "MAF CosmosHistoryProvider", "file": "MAF FileSessionStore"}
+    for store, label in names.items():
+        for length, row in cost[store].items():
+            print(
+                f"{label:<34}{length:>9}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
+                f"{row.get('requests_per_turn', '-'):>10}{row.get('bytes_per_turn', '-'):>12}"
+                f"{row.get('request_charge_per_turn', '-'):>9}"
+            )
+    for length, ratio in cost["ratios_ours_to_peer"].items():
+        print(
+            f"ours/peer at {length:>3} messages: p50 {ratio['p50']}x, requests {ratio['requests']}x, "
+            f"bytes {ratio['bytes']}x"
+        )
+
+    print("\nFramework overhead per turn, no I/O (p50 / p95, microseconds)")
+    for length in results["config"]["lengths"]:
+        off = results["overhead_us"][str(length)]
+        on = results["overhead_us"]["with_default_compaction"][str(length)]
+        print(
+            f"  {length:>3} messages: {off['p50_us']:>6} / {off['p95_us']:>6} with all in the window;"
+            f" {on['p50_us']:>6} / {on['p95_us']:>6} with default compaction"
+        )
+
+    cold = results["cold_start"]
+    print(f"\nCold start (median of {results['config']['processes']} fresh processes)")
+    for key, label in (
+        ("import_function_app", "import function_app"),
+        ("bare_import_of_functions_host_libraries", "bare import: azure.functions + extension"),
+        ("first_turn_file_echo", "first turn: file store, echo model"),
+        ("first_turn_cosmos_openai", "first turn: Cosmos + OpenAI-compatible"),
+        ("bare_import_of_turn_libraries", "bare import: libraries that turn needs"),
+    ):
+        row = cold[key]
+        print(
+            f"  {label:<44} in-process {row['total_ms']:>7.1f} ms, process {row['wall_ms']:>7.1f} ms, "
+            f"peak RSS {row['rss_mb']:>5.1f} MB"
+        )
+    heaviest = ", ".join(f"{p['package']} {p['ms']}" for p in cold["import_breakdown_first_turn"][:6])
+    print(f"  heaviest imports of a first turn (ms): {heaviest}")
+
+    tp = results["throughput"]
+    print(
+        f"\nThroughput over HTTP (local host, Cosmos): {tp['sessions']} sessions x {tp['turns_per_session']} turns, "
+        f"concurrency {tp['concurrency']}: {tp['turns_per_second']} turns/s, p50 {tp['p50_ms']} ms, "
+        f"p95 {tp['p95_ms']} ms, p99 {tp['p99_ms']} ms, failed {tp['failed']}"
+    )
+
+    print("\nTargets")
+    for claim, measured, met in results["targets"]:
+        print(f"  [{'met' if met else 'NOT met'}] {claim}: {measured}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run (under a minute)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else FULL
+    logging.disable(logging.WARNING)  # the echo model's warning and per-turn logs are not results
+    warnings.simplefilter("ignore")
+
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "command": "python -m bench" + (" --quick" if args.quick else ""),
+        "config": config,
+    }
+    with local_cosmos() as endpoint:
+        print("store cost ...", file=sys.stderr)
+        results["store_cost"] = asyncio.run(store_cost.run(endpoint, config["lengths"], config["store_turns"]))
+        print("framework overhead ...", file=sys.stderr)
+        results["overhead_us"] = asyncio.run(overhead.run(config["lengths"], config["overhead_turns"]))
+        print("cold start ...", file=sys.stderr)
+        results["cold_start"] = cold_start.run(endpoint, config["processes"])
+        print("throughput ...", file=sys.stderr)
+        results["throughput"] = throughput.run(endpoint, config["sessions"], config["turns"], config["concurrency"])
+    results["targets"] = targets(results)
+    print_report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

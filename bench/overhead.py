@@ -1,0 +1,46 @@
+"""Framework overhead per turn with no I/O: restore, validate, window, prompt, serialize.
+
+A turn through the real pipeline with the in-memory store (which still serializes
+every document to JSON and back) and the zero-latency echo model, at a given number
+of messages in the live window (compaction off, so the window really is that long).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from stateful_agent.agent import build_agent
+from stateful_agent.models import EchoChatClient
+from stateful_agent.settings import Settings
+from stateful_agent.stores.memory import MemorySnapshotStore
+from stateful_agent.turns import TurnService
+
+from .store_cost import SESSION, percentile
+
+
+async def per_turn_us(length: int, repetitions: int, *, compaction: str = "none") -> dict[str, float]:
+    settings = Settings(backend="memory", compaction_strategy=compaction)
+    service = TurnService(settings, MemorySnapshotStore(), lambda: build_agent(settings, EchoChatClient()))
+    for i in range(length // 2):
+        await service.run_turn(SESSION, f"message {i}")
+    saved = await service.store.read(SESSION)
+    samples = []
+    for i in range(repetitions):
+        started = time.perf_counter()
+        await service.run_turn(SESSION, f"measured {i}")
+        samples.append(time.perf_counter() - started)
+        await service.store.upsert(SESSION, saved.document)
+    return {
+        "p50_us": round(statistics.median(samples) * 1e6),
+        "p95_us": round(percentile(samples, 0.95) * 1e6),
+    }
+
+
+async def run(lengths: list[int], repetitions: int) -> dict[str, Any]:
+    results: dict[str, Any] = {str(n): await per_turn_us(n, repetitions) for n in lengths}
+    results["with_default_compaction"] = {
+        str(n): await per_turn_us(n, repetitions, compaction="messages") for n in lengths
+    }
+    return results
