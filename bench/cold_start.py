@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -24,15 +23,12 @@ from typing import Any
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
-from .servers import EMULATOR_KEY, ROOT, fake_openai
-
-_APP_SETTINGS = ("MAF_", "COSMOS_", "OPENAI_", "AZURE_OPENAI", "MODEL_PROVIDER", "COMPACTION_", "IDEMPOTENCY_")
+from .servers import EMULATOR_KEY, ROOT, clean_env, fake_openai
 
 
-def _spawn(mode: str, env: dict[str, str]) -> dict[str, Any]:
-    started = time.perf_counter()
+def _child(mode: str, env: dict[str, str], *python_options: str) -> subprocess.CompletedProcess[str]:
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.cold_child", mode],
+        [sys.executable, *python_options, "-m", "bench.cold_child", mode],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -40,9 +36,15 @@ def _spawn(mode: str, env: dict[str, str]) -> dict[str, Any]:
         timeout=120,
         check=False,
     )
-    wall = (time.perf_counter() - started) * 1000
     if completed.returncode != 0:
         raise RuntimeError(f"cold process ({mode}) failed: {completed.stderr[-2000:]}")
+    return completed
+
+
+def _spawn(mode: str, env: dict[str, str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    completed = _child(mode, env)
+    wall = (time.perf_counter() - started) * 1000
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     result["wall_ms"] = round(wall, 1)
     return result
@@ -63,15 +65,7 @@ def _series(mode: str, env: dict[str, str], processes: int) -> dict[str, Any]:
 
 def import_breakdown(env: dict[str, str], mode: str, top: int = 10) -> list[dict[str, Any]]:
     """The heaviest top-level packages of a cold process, by own import time (``-X importtime``)."""
-    completed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "bench.cold_child", mode],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = _child(mode, env, "-X", "importtime")
     per_package: dict[str, int] = defaultdict(int)
     for line in completed.stderr.splitlines():
         match = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s+(\S+)", line.strip())
@@ -93,7 +87,7 @@ async def _create_container(endpoint: str, database: str, container: str) -> Non
 
 
 def run(cosmos_endpoint: str, processes: int) -> dict[str, Any]:
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_SETTINGS)}
+    base_env = clean_env()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder, fake_openai() as openai_url:
         file_env = {**base_env, "MAF_SESSION_BACKEND": "file", "MAF_SESSION_DIR": str(Path(folder) / "s")}

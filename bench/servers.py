@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVER_CLI = ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"
 #: The well-known Cosmos DB emulator key; the local server accepts any key.
 EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+
+
+#: Prefixes of the app's settings (stateful_agent/settings.py); child processes start without them.
+_APP_SETTING_PREFIXES = ("MAF_", "COSMOS_", "OPENAI_", "AZURE_OPENAI", "MODEL_PROVIDER", "COMPACTION_", "IDEMPOTENCY_")
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any app setting, plus ``settings``: for child processes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_SETTING_PREFIXES)}
+    return {**env, **settings}
 
 
 class ServerUnavailable(RuntimeError):

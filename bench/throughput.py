@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -13,10 +12,8 @@ from typing import Any
 
 import httpx
 
-from .servers import EMULATOR_KEY, ROOT, free_port
+from .servers import EMULATOR_KEY, ROOT, clean_env, free_port
 from .store_cost import percentile
-
-_APP_SETTINGS = ("MAF_", "COSMOS_", "OPENAI_", "AZURE_OPENAI", "MODEL_PROVIDER", "COMPACTION_", "IDEMPOTENCY_")
 
 
 async def _wait_ready(base: str, process: subprocess.Popen) -> None:
@@ -59,14 +56,13 @@ async def _drive(base: str, sessions: int, turns: int, concurrency: int) -> tupl
 
 def run(cosmos_endpoint: str, sessions: int, turns: int, concurrency: int) -> dict[str, Any]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_APP_SETTINGS)}
-    env |= {
-        "MAF_SESSION_BACKEND": "cosmos",
-        "COSMOS_ENDPOINT": cosmos_endpoint,
-        "COSMOS_KEY": EMULATOR_KEY,
-        "COSMOS_DATABASE": f"tp-{uuid.uuid4().hex[:6]}",
-        "COSMOS_CREATE_CONTAINER": "true",
-    }
+    env = clean_env(
+        MAF_SESSION_BACKEND="cosmos",
+        COSMOS_ENDPOINT=cosmos_endpoint,
+        COSMOS_KEY=EMULATOR_KEY,
+        COSMOS_DATABASE=f"tp-{uuid.uuid4().hex[:6]}",
+        COSMOS_CREATE_CONTAINER="true",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "stateful_agent.devhost", "--port", str(port), "--settings-file", ""],
         cwd=ROOT,

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.settings_file:
+    if args.settings_file and Path(args.settings_file).is_file():
         loaded = load_local_settings(Path(args.settings_file))
         logging.getLogger(__name__).info("Loaded %d setting(s) from %s", loaded, args.settings_file)
     from .errors import ConfigurationError

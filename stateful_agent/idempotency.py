@@ -28,7 +28,7 @@ def validate_key(raw: str | None) -> str | None:
 
 def fingerprint(message: str) -> str:
     """What makes two requests with one key 'the same request'."""
-    return hashlib.sha256(json.dumps({"message": message}).encode("utf-8")).hexdigest()
+    return hashlib.sha256(json.dumps({"message": message}).encode("utf-8")).hexdigest()[:32]
 
 
 def find(document: dict[str, Any] | None, key: str, request_fingerprint: str) -> dict[str, Any] | None:

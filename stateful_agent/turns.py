@@ -27,8 +27,6 @@ from .stores import Record, SnapshotStore
 
 logger = logging.getLogger(__name__)
 
-MAX_PAGE = 200
-
 
 @dataclass(frozen=True)
 class TurnResult:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from bench.servers import clean_env
 from tests.conftest import DURABLE_BACKENDS, ROOT
 from tests.support import ScriptedChatClient, service_for
 
 
 def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COSMOS_", "MAF_", "OPENAI_", "AZURE_OPENAI"))}
-    env.update(settings_env)
     completed = subprocess.run(
         [sys.executable, "-m", "tests.one_turn", session_id, message],
         cwd=ROOT,
-        env=env,
+        env=clean_env(**settings_env),
         capture_output=True,
         text=True,
         timeout=120,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,13 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import free_port
+from bench.servers import clean_env, free_port
 from tests.conftest import ROOT
-
-
-def _clean_env() -> dict[str, str]:
-    prefixes = ("COSMOS_", "MAF_", "OPENAI_", "AZURE_OPENAI", "MODEL_PROVIDER")
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
 @contextmanager
@@ -28,7 +22,7 @@ def devhost(settings_file: Path) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "stateful_agent.devhost", "--port", str(port), "--settings-file", str(settings_file)],
         cwd=ROOT,
-        env=_clean_env(),
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -87,7 +81,7 @@ def test_bad_settings_stop_the_local_host_with_a_clear_message(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "stateful_agent.devhost", "--port", "1", "--settings-file", str(settings_file)],
         cwd=ROOT,
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
