@@ -177,23 +177,23 @@ class TurnService:
         listed = list((previous or {}).get("transcript", []))
         chunk_id = None
         if prepared.archived:
-            entry, chunk_id, chunk = transcript.new_chunk(
+            listing, chunk_id, chunk = transcript.new_chunk(
                 session_id, len(listed), prepared.archived, self.settings.session_ttl_seconds
             )
-            listed.append(entry)
+            listed.append(listing)
         turn = (previous["turns"] if previous else 0) + 1
         extra: dict[str, Any] = {"transcript": listed} if listed else {}
         if prepared.key:
             replies = len(live) - known - 1  # the messages the turn added after the user's
             first = transcript.archived_count(extra) + len(live) - replies
-            entry = {
+            remembered = {
                 "key": prepared.key,
                 "fingerprint": prepared.fingerprint,
                 "turn": turn,
                 "first": first,
                 "count": replies,
             }
-            extra["idempotency"] = idempotency.remember(previous, entry, self.settings.idempotency_keys)
+            extra["idempotency"] = idempotency.remember(previous, remembered, self.settings.idempotency_keys)
         elif previous and previous.get("idempotency"):
             extra["idempotency"] = previous["idempotency"]
         document = snapshots.build_document(
