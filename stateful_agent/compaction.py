@@ -21,15 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent_framework import Message
-from agent_framework._compaction import (
+from agent_framework import (
     CharacterEstimatorTokenizer,
     CompactionStrategy,
+    Message,
     TruncationStrategy,
     apply_compaction,
-    group_messages,
     included_messages,
 )
+from agent_framework._compaction import group_messages  # MAF's message grouping; not re-exported
 
 from .settings import Settings
 
