@@ -4,7 +4,7 @@ One document per session, the same for every backend::
 
     {"session_id", "kind": "snapshot", "schema_version", "turns", "created_at", "updated_at",
      "ttl" (only when SESSION_TTL_SECONDS is set),
-     "transcript": [{"id", "count"}] (archived chunks, when any; see transcript.py),
+     "transcript": [[nonce, count], ...] (archived chunks, when any; see transcript.py),
      "idempotency": [{"key", "fingerprint", "turn", "first", "count"}] (when any; see idempotency.py),
      "snapshot": <AgentSession.to_dict() of the live window, unmodified>}
 

@@ -50,6 +50,7 @@ class PreparedTurn:
     record: Record | None
     session: AgentSession
     archived: list[Message]
+    known: int  # messages in the live window before the agent runs
     key: str | None = None
     fingerprint: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -90,26 +91,26 @@ class TurnService:
         )
         if cut:
             snapshots.set_history(session, history[cut:])
-        return PreparedTurn(session_id, message, record, session, history[:cut], key, request_fingerprint)
+        return PreparedTurn(
+            session_id, message, record, session, history[:cut], len(history) - cut, key, request_fingerprint
+        )
 
     async def run_turn(self, session_id: str, message: str, key: str | None = None) -> TurnResult:
         """Run one turn of ``session_id`` (created on its first turn) and store it."""
         prepared = await self.prepare(session_id, message, key)
         if isinstance(prepared, TurnResult):
             return prepared
-        known = len(snapshots.history(prepared.session))
         try:
             response = await self.agent.run(message, session=prepared.session)
         except Exception as exc:  # any model, network or tool failure: nothing is stored
             raise self._model_error(session_id, exc) from exc
-        return await self._commit(prepared, known, response.text)
+        return await self._commit(prepared, response.text)
 
     async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[str | TurnResult]:
         """Run a prepared turn streaming: text deltas as they arrive, then the stored ``TurnResult``.
 
         Closing the iterator early (a client that disconnects) abandons the turn: nothing is stored.
         """
-        known = len(snapshots.history(prepared.session))
         stream = self.agent.run(prepared.message, session=prepared.session, stream=True)
         try:
             async for update in stream:
@@ -118,7 +119,7 @@ class TurnService:
             response = await stream.get_final_response()
         except Exception as exc:
             raise self._model_error(prepared.session_id, exc) from exc
-        yield await self._commit(prepared, known, response.text)
+        yield await self._commit(prepared, response.text)
 
     async def describe(self, session_id: str) -> dict[str, Any]:
         """The session's summary and the user/assistant messages of its live window."""
@@ -166,12 +167,12 @@ class TurnService:
             raise SessionNotFoundError(f"No session with id '{session_id}'.")
         return record, snapshots.restore(record.document, session_id)
 
-    async def _commit(self, prepared: PreparedTurn, known: int, reply: str) -> TurnResult:
+    async def _commit(self, prepared: PreparedTurn, reply: str) -> TurnResult:
         """Write the archived chunk, then the snapshot, conditional on the version read."""
         session_id, record = prepared.session_id, prepared.record
         previous = record.document if record else None
         live = snapshots.history(prepared.session)
-        if len(live) < known + 2:
+        if len(live) < prepared.known + 2:
             raise ConfigurationError("The agent did not record the turn in the session (history provider missing).")
 
         listed = list((previous or {}).get("transcript", []))
@@ -184,7 +185,7 @@ class TurnService:
         turn = (previous["turns"] if previous else 0) + 1
         extra: dict[str, Any] = {"transcript": listed} if listed else {}
         if prepared.key:
-            replies = len(live) - known - 1  # the messages the turn added after the user's
+            replies = len(live) - prepared.known - 1  # the messages the turn added after the user's
             first = transcript.archived_count(extra) + len(live) - replies
             remembered = {
                 "key": prepared.key,

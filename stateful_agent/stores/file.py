@@ -70,9 +70,7 @@ class FileSnapshotStore(SnapshotStore):
 
         def _write() -> None:
             chunk.parent.mkdir(exist_ok=True)
-            temp = chunk.with_name(f".{chunk.name}.tmp")
-            temp.write_bytes(payload)
-            os.replace(temp, chunk)
+            _replace_atomically(chunk, payload)
 
         await asyncio.to_thread(_write)
 
@@ -119,12 +117,7 @@ class FileSnapshotStore(SnapshotStore):
                 current = self._read_file(path, session_id)
                 if conditional and (current.etag if current else None) != expected:
                     raise SessionConflictError(f"Session '{session_id}' was changed by another request.")
-                temp = path.with_name(f".{path.name}.{etag}.tmp")
-                try:
-                    temp.write_bytes(payload)
-                    os.replace(temp, path)
-                finally:
-                    temp.unlink(missing_ok=True)
+                _replace_atomically(path, payload)
                 return etag
 
         return await asyncio.to_thread(_swap)
@@ -167,3 +160,13 @@ class FileSnapshotStore(SnapshotStore):
                     yield
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _replace_atomically(path: Path, payload: bytes) -> None:
+    """Write ``path`` so that readers see the old file or the new one, never a partial one."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temp.write_bytes(payload)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
