@@ -27,12 +27,12 @@ param pythonVersion string = '3.11'
   2048
   4096
 ])
-@description('Memory of each Flex Consumption instance, in MB.')
+@description('Memory of each Flex Consumption instance, in MB (the sizes Flex Consumption offers).')
 param instanceMemoryMB int = 2048
 
-@minValue(1)
+@minValue(40)
 @maxValue(1000)
-@description('Most instances the app scales out to.')
+@description('Most instances the app scales out to (Flex Consumption accepts 40 to 1000).')
 param maximumInstanceCount int = 40
 
 @description('Serverless Cosmos DB (pay per request; nothing when idle). false = provisioned throughput.')
@@ -54,7 +54,7 @@ param openAiDeploymentName string = 'chat'
 @description('Model of the chat deployment.')
 param openAiModelName string = 'gpt-4o-mini'
 
-@description('Version of the model.')
+@description('Version of the model; must be one the region still offers for new deployments (README: Deploy to Azure).')
 param openAiModelVersion string = '2024-07-18'
 
 @description('Deployment SKU, e.g. GlobalStandard or Standard.')

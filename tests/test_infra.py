@@ -13,7 +13,7 @@ from tests.bicep import INFRA, ROOT, app_settings, run_checkov, syntax_errors
 
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 SAMPLES = ROOT / "tests" / "infra_samples"
-CUSTOM_CHECKS = ["CKV_SAF_1", "CKV_SAF_2", "CKV_SAF_3", "CKV_SAF_4"]
+CUSTOM_CHECKS = ["CKV_SAF_1", "CKV_SAF_2", "CKV_SAF_3", "CKV_SAF_4", "CKV_SAF_5"]
 
 #: Set by the infrastructure for the Functions host and telemetry, not read by the app.
 PLATFORM_SETTINGS = {
@@ -96,6 +96,51 @@ def test_each_custom_policy_fails_its_wrong_sample(check_id):
     report = run_checkov(sample, checks=CUSTOM_CHECKS)
     failed = {r["check_id"] for r in report["results"]["failed_checks"]}
     assert failed == {check_id}
+
+
+#: Flex Consumption's documented ranges: instance memory sizes, and 40 to 1000 instances.
+FLEX_INSTANCE_MEMORY_MB = {512, 2048, 4096}
+FLEX_INSTANCE_COUNT = (40, 1000)
+
+
+def _decorators(text: str, param: str) -> str:
+    """The decorator lines directly above ``param <name>``."""
+    match = re.search(rf"((?:^@[^\n]*\n|^  [^\n]*\n|^\]\)\n)*)^param {param} (\w+)(?: = (\S+))?$", text, re.MULTILINE)
+    assert match, f"param {param} not found"
+    return match.group(1) + f"default={match.group(3)}"
+
+
+@pytest.mark.parametrize("path", [INFRA / "main.bicep", INFRA / "modules" / "function-app.bicep"], ids=lambda p: p.name)
+def test_flex_parameters_accept_only_the_documented_ranges(path: Path):
+    text = path.read_text()
+    memory = _decorators(text, "instanceMemoryMB")
+    allowed = re.search(r"@allowed\(\[([^\]]*)\]\)", memory)
+    assert allowed, "instanceMemoryMB must list the allowed sizes"
+    assert {int(v) for v in allowed.group(1).split()} == FLEX_INSTANCE_MEMORY_MB
+    count = _decorators(text, "maximumInstanceCount")
+    assert f"@minValue({FLEX_INSTANCE_COUNT[0]})" in count
+    assert f"@maxValue({FLEX_INSTANCE_COUNT[1]})" in count
+    default = re.search(r"default=(\d+)", count)
+    if default:
+        assert FLEX_INSTANCE_COUNT[0] <= int(default.group(1)) <= FLEX_INSTANCE_COUNT[1]
+    default_memory = re.search(r"default=(\d+)", memory)
+    if default_memory:
+        assert int(default_memory.group(1)) in FLEX_INSTANCE_MEMORY_MB
+
+
+def test_no_deprecated_flex_setting_is_set_anywhere():
+    """The same list CKV_SAF_5 enforces, checked on the raw text too (a skip could hide the policy)."""
+    source = (INFRA / "checks" / "flex_deprecated_settings.py").read_text()
+    names = re.findall(r'^        "(\w+)",$', source, re.MULTILINE)
+    assert {"ftpsState", "FUNCTIONS_WORKER_RUNTIME", "WEBSITE_RUN_FROM_PACKAGE", "alwaysOn"} <= set(names)
+    for path in BICEP_FILES:
+        words = set(
+            re.findall(
+                r"\b\w+\b",
+                "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("//")),
+            )
+        )
+        assert not words & set(names), f"{path.name}: {sorted(words & set(names))}"
 
 
 def test_app_settings_are_exactly_the_settings_the_app_reads():

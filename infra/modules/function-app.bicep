@@ -5,7 +5,14 @@ param planName string
 param location string
 param tags object
 param pythonVersion string
+@allowed([
+  512
+  2048
+  4096
+])
 param instanceMemoryMB int
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int
 param identityId string
 param identityClientId string
@@ -55,11 +62,11 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     // checkov:skip=CKV_AZURE_213:Flex Consumption has no App Service health check; /api/health serves external availability probes.
     // checkov:skip=CKV_AZURE_17:Client certificates are not used; callers authenticate with function keys.
     // checkov:skip=CKV_AZURE_222:The HTTP API is public by design; restrict it with access restrictions or a VNet where needed.
+    // checkov:skip=CKV_AZURE_78:Flex Consumption deprecates siteConfig.ftpsState (ARM rejects it); FTP is off through the ftp publishing-credentials policy below.
     serverFarmId: plan.id
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
     }
     functionAppConfig: {
