@@ -84,13 +84,11 @@ async def _measure(turn, rewind, meter: Meter, repetitions: int) -> dict[str, fl
 async def ours(endpoint: str, database: str, length: int, repetitions: int) -> dict[str, float]:
     """The snapshot store through the real turn pipeline (default compaction)."""
     meter = Meter()
+    client = CosmosClient(
+        endpoint, credential=EMULATOR_KEY, enable_endpoint_discovery=False, raw_response_hook=meter.hook
+    )
     store = CosmosSnapshotStore(
-        endpoint=endpoint,
-        key=EMULATOR_KEY,
-        database=database,
-        container=f"ours-{uuid.uuid4().hex[:8]}",
-        create_container=True,
-        client_options={"raw_response_hook": meter.hook},
+        database=database, container=f"ours-{uuid.uuid4().hex[:8]}", create_container=True, cosmos_client=client
     )
     settings = Settings(backend="cosmos")
     service = TurnService(settings, store, lambda: build_agent(settings, EchoChatClient()))
@@ -109,7 +107,7 @@ async def ours(endpoint: str, database: str, length: int, repetitions: int) -> d
 
         return await _measure(turn, rewind, meter, repetitions)
     finally:
-        await store.close()
+        await client.close()
 
 
 async def peer(endpoint: str, database: str, length: int, repetitions: int) -> dict[str, float]:

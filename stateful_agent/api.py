@@ -8,16 +8,21 @@ agent or cloud SDK, so indexing the function app stays fast.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from itertools import accumulate
 from typing import Any
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import (
     AgentServiceError,
@@ -26,17 +31,44 @@ from .errors import (
     InvalidSessionIdError,
     MessageTooLargeError,
     UnsupportedMediaTypeError,
+    printable,
 )
 from .idempotency import validate_key
+from .jsontext import encode_json
 from .runtime import get_service
 
 logger = logging.getLogger(__name__)
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 PROBLEM_TYPE_PREFIX = "urn:stateful-agent:problem:"
+#: Deepest JSON nesting a request body may have; a turn needs 1.
+MAX_JSON_DEPTH = 32
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
+_LIMIT = re.compile(r"[0-9]{1,3}")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_FALLBACK_PROBLEM = (
+    b'{"type":"urn:stateful-agent:problem:internal_error","title":"Internal server error","status":500,'
+    b'"detail":"An unexpected error occurred; it was logged.","code":"internal_error"}'
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class TurnRequest(BaseModel):
+    """The body of ``POST /api/sessions/{session_id}/turns``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: str
+
+
+class StrictJSONResponse(JSONResponse):
+    """JSON rendered strictly (no ``NaN``) and safely (a lone surrogate becomes its escape, never an error)."""
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
 
 
 def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:
@@ -49,15 +81,22 @@ def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, 
         "code": error.code,
     }
     if instance:
-        body["instance"] = instance
+        body["instance"] = printable(instance, 2048)
     return body
 
 
-def problem_response(error: AgentServiceError, instance: str | None = None) -> JSONResponse:
-    """The ``application/problem+json`` response for an error."""
-    return JSONResponse(
-        problem(error, instance), status_code=error.status, headers=error.headers, media_type="application/problem+json"
-    )
+def problem_response(error: AgentServiceError, instance: str | None = None) -> Response:
+    """The ``application/problem+json`` response for an error; rendering it never fails."""
+    try:
+        return StrictJSONResponse(
+            problem(error, instance),
+            status_code=error.status,
+            headers=error.headers,
+            media_type="application/problem+json",
+        )
+    except Exception:
+        logger.exception("Could not render the problem document of %s", type(error).__name__)
+        return Response(_FALLBACK_PROBLEM, status_code=500, media_type="application/problem+json")
 
 
 def _problems(handler: Handler) -> Handler:
@@ -91,14 +130,15 @@ async def post_turn(req: Request) -> Response:
     message = await _message(req, service.settings.max_message_bytes)
     if "text/event-stream" not in req.headers.get("accept", "").lower():
         result = await service.run_turn(session_id, message, key)
-        return JSONResponse(result.as_json(), headers=_replayed(result))
+        return StrictJSONResponse(result.as_json(), headers=_replayed(result))
 
     from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
 
     prepared = await service.prepare(session_id, message, key)  # load errors are plain problem responses
     if isinstance(prepared, TurnResult):  # a replay: the stored result as one done event
         return _sse_response(_single_event("done", prepared.as_json()), _replayed(prepared))
-    return _sse_response(_turn_events(service.stream_turn(prepared), req.url.path), {})
+    events = _turn_events(service.stream_turn(prepared), req.url.path)
+    return _sse_response(_with_keepalive(events, service.settings.sse_keepalive_seconds), {})
 
 
 @_problems
@@ -106,7 +146,7 @@ async def create_session(req: Request) -> Response:
     """``POST /api/sessions``: a new session id; nothing is stored until its first turn."""
     session_id = str(uuid.uuid4())
     location = f"{req.url.path.rstrip('/')}/{session_id}"
-    return JSONResponse({"session_id": session_id}, status_code=201, headers={"Location": location})
+    return StrictJSONResponse({"session_id": session_id}, status_code=201, headers={"Location": location})
 
 
 @_problems
@@ -114,16 +154,16 @@ async def get_messages(req: Request) -> Response:
     """``GET /api/sessions/{session_id}/messages?limit=&cursor=``: the whole transcript, paged, oldest first."""
     session_id = _session_id(req)
     raw_limit = req.query_params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+    if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 200:
         raise InvalidRequestError("'limit' must be a number from 1 to 200.")
     page = await get_service().messages(session_id, cursor=req.query_params.get("cursor"), limit=int(raw_limit))
-    return JSONResponse(page)
+    return StrictJSONResponse(page)
 
 
 @_problems
 async def get_session(req: Request) -> Response:
     """``GET /api/sessions/{session_id}``: summary and messages."""
-    return JSONResponse(await get_service().describe(_session_id(req)))
+    return StrictJSONResponse(await get_service().describe(_session_id(req)))
 
 
 @_problems
@@ -136,30 +176,26 @@ async def delete_session(req: Request) -> Response:
 @_problems
 async def health(req: Request) -> Response:
     """``GET /api/health``: 200 when the store answers, else 503 ``store_unavailable``."""
-    return JSONResponse(await get_service().health())
+    return StrictJSONResponse(await get_service().health())
 
 
 def _replayed(result: Any) -> dict[str, str]:
     return {"Idempotent-Replayed": "true"} if result.replayed else {}
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return format_sse_event(event=event, data_str=encode_json(data, compact=False).decode("utf-8"))
 
 
-def _sse_response(events: AsyncIterator[str], headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-    )
+def _sse_response(events: AsyncIterator[bytes], headers: dict[str, str]) -> EventSourceResponse:
+    return EventSourceResponse(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
 
 
-async def _single_event(event: str, data: dict[str, Any]) -> AsyncIterator[str]:
+async def _single_event(event: str, data: dict[str, Any]) -> AsyncIterator[bytes]:
     yield _sse(event, data)
 
 
-async def _turn_events(items: AsyncIterator[Any], instance: str) -> AsyncIterator[str]:
+async def _turn_events(items: AsyncIterator[Any], instance: str) -> AsyncIterator[bytes]:
     """``delta`` events while the model writes, then ``done`` (stored) or ``error`` (nothing stored)."""
     try:
         async for item in items:
@@ -169,6 +205,45 @@ async def _turn_events(items: AsyncIterator[Any], instance: str) -> AsyncIterato
     except Exception:
         logger.exception("Unhandled error while streaming %s", instance)
         yield _sse("error", problem(AgentServiceError("An unexpected error occurred; it was logged."), instance))
+
+
+async def _with_keepalive(events: AsyncIterator[bytes], interval: float) -> AsyncIterator[bytes]:
+    """``events``, with an SSE comment whenever they pause for ``interval`` seconds.
+
+    The Functions host drops a proxied stream that stays idle for about 240 s; a model that thinks
+    for a long time must not cost the client its reply. ``events`` runs in one task of its own (MAF's
+    stream keeps context variables that must be reset where they were set), feeding a short queue.
+    Closing this iterator (a client that disconnects) cancels that task, which abandons the turn.
+    """
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+
+    async def produce() -> None:
+        async for event in events:
+            await queue.put(event)
+        await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getter, producer}, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                event = getter.result()
+                if event is None:
+                    return
+                yield event
+                continue
+            getter.cancel()
+            if producer in done and queue.empty():
+                producer.result()  # the events ended without their end marker: surface why
+                return
+            if not done:
+                yield KEEPALIVE_COMMENT
+    finally:
+        if not producer.done():
+            producer.cancel()
+        with contextlib.suppress(BaseException):
+            await producer
 
 
 def _session_id(req: Request) -> str:
@@ -189,16 +264,27 @@ async def _message(req: Request, max_bytes: int) -> str:
     if len(body) > 6 * max_bytes + 1024:  # even a fully \u-escaped message of max_bytes fits below this
         raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes.")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        text = body.decode("utf-8")  # JSON must be UTF-8 (RFC 8259); no sniffing of UTF-16/32
+    except UnicodeDecodeError:
+        raise InvalidJsonError("The request body is not UTF-8 encoded JSON.") from None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise InvalidJsonError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        payload = json.loads(text)
+    except ValueError:
         raise InvalidJsonError("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise InvalidRequestError('The body must be a JSON object: {"message": "<text>"}.')
-    unknown = sorted(set(payload) - {"message"})
-    if unknown:
-        raise InvalidRequestError(f"Unknown field(s): {', '.join(unknown)}.")
-    message = payload.get("message")
-    if not isinstance(message, str) or not message.strip():
+    try:
+        message = TurnRequest.model_validate(payload).message
+    except ValidationError as exc:
+        unknown = [str(error["loc"][0]) for error in exc.errors() if error["type"] == "extra_forbidden"]
+        if unknown:
+            names = ", ".join(repr(printable(name, 40)) for name in sorted(unknown)[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise InvalidRequestError(f'Unknown field(s): {names}{more}. Send {{"message": "<text>"}}.') from None
+        raise InvalidRequestError("'message' must be a non-empty string.") from None
+    if not message.strip():
         raise InvalidRequestError("'message' must be a non-empty string.")
     try:
         size = len(message.encode("utf-8"))
@@ -207,3 +293,9 @@ async def _message(req: Request, max_bytes: int) -> str:
     if size > max_bytes:
         raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes (MAX_MESSAGE_BYTES).")
     return message
+
+
+def _nesting(text: str) -> int:
+    """How deep JSON text nests arrays and objects (brackets inside strings do not count)."""
+    skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, skeleton)), default=0)

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -68,16 +68,16 @@ def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Re
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    status = getattr(exc, "status_code", 500)
-    code = "route_not_found" if status == 404 else "method_not_allowed" if status == 405 else "http_error"
-    body = {
-        "type": f"urn:stateful-agent:problem:{code}",
-        "title": str(getattr(exc, "detail", "")),
-        "status": status,
-        "detail": f"{request.method} {request.url.path}",
-        "code": code,
-    }
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+    """Unknown routes and wrong methods, as problem documents (the Functions host answers these itself)."""
+    from .api import problem_response
+    from .errors import MethodNotAllowedError, RouteNotFoundError
+
+    detail = f"{request.method} {request.url.path}"
+    if getattr(exc, "status_code", 404) == 405:
+        error = MethodNotAllowedError(detail, headers=dict(getattr(exc, "headers", None) or {}))
+    else:
+        error = RouteNotFoundError(detail)
+    return problem_response(error, request.url.path)
 
 
 class _KeepEncodedSlashes:

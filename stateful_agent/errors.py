@@ -6,18 +6,32 @@ Raised anywhere (validation, stores, pipeline); turned into RFC 9457
 
 from __future__ import annotations
 
+MAX_DETAIL_CHARS = 500
+
 
 class AgentServiceError(Exception):
-    """Base class: an error a client may see. ``detail`` must never hold secrets."""
+    """Base class: an error a client may see. ``detail`` must never hold secrets.
+
+    ``detail`` is made safe to render whatever it was built from: at most
+    ``MAX_DETAIL_CHARS`` characters, and no lone surrogates (UTF-8 cannot carry them).
+    """
 
     status: int = 500
     code: str = "internal_error"
     title: str = "Internal server error"
 
     def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
+        self.detail = printable(detail or self.title)
+        super().__init__(self.detail)
         self.headers = headers or {}
+
+
+def printable(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """``text`` shortened to ``limit`` characters, with lone surrogates replaced by ``?``."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class InvalidJsonError(AgentServiceError):
@@ -38,6 +52,14 @@ class InvalidIdempotencyKeyError(AgentServiceError):
 
 class InvalidCursorError(AgentServiceError):
     status, code, title = 400, "invalid_cursor", "Invalid cursor"
+
+
+class RouteNotFoundError(AgentServiceError):
+    status, code, title = 404, "route_not_found", "Not Found"
+
+
+class MethodNotAllowedError(AgentServiceError):
+    status, code, title = 405, "method_not_allowed", "Method Not Allowed"
 
 
 class SessionNotFoundError(AgentServiceError):
@@ -64,7 +86,13 @@ class IdempotencyKeyReusedError(AgentServiceError):
     status, code, title = 422, "idempotency_key_reused", "Idempotency-Key reused with a different request"
 
 
-class SessionCorruptError(AgentServiceError):
+class ContentFilteredError(AgentServiceError):
+    status, code, title = 422, "content_filtered", "The model's content filter refused the turn"
+
+
+class SessionCorruptError(AgentServiceError, ValueError):
+    """Also a ``ValueError``, as MAF's own stores report a snapshot they cannot restore."""
+
     status, code, title = 500, "session_corrupt", "Stored session cannot be restored"
 
 

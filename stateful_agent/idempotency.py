@@ -10,15 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
 
+from .documents import RememberedKey, SessionDocument
 from .errors import IdempotencyKeyReusedError, InvalidIdempotencyKeyError
 
 _KEY = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def validate_key(raw: str | None) -> str | None:
-    """The key from the header, or ``None`` when absent; 1-128 visible ASCII characters."""
+    """The key from the header, or ``None`` when absent.
+
+    Raises:
+        InvalidIdempotencyKeyError: It is not 1-128 visible ASCII characters.
+    """
     if raw is None:
         return None
     if not _KEY.fullmatch(raw):
@@ -31,17 +35,21 @@ def fingerprint(message: str) -> str:
     return hashlib.sha256(json.dumps({"message": message}).encode("utf-8")).hexdigest()[:32]
 
 
-def find(document: dict[str, Any] | None, key: str, request_fingerprint: str) -> dict[str, Any] | None:
-    """The remembered turn of ``key``; raises when the key came with another request."""
+def find(document: SessionDocument | None, key: str, request_fingerprint: str) -> RememberedKey | None:
+    """The remembered turn of ``key``, or ``None``.
+
+    Raises:
+        IdempotencyKeyReusedError: The key was remembered with another request.
+    """
     if document is None:
         return None
-    entry = next((e for e in document.get("idempotency", []) if e["key"] == key), None)
-    if entry is not None and entry["fingerprint"] != request_fingerprint:
+    entry = next((e for e in document.idempotency if e.key == key), None)
+    if entry is not None and entry.fingerprint != request_fingerprint:
         raise IdempotencyKeyReusedError("This Idempotency-Key was used for a different request in this session.")
     return entry
 
 
-def remember(document: dict[str, Any] | None, entry: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+def remember(document: SessionDocument | None, entry: RememberedKey, limit: int) -> tuple[RememberedKey, ...]:
     """The session's remembered keys with ``entry`` added, newest last, at most ``limit``."""
-    entries = [e for e in (document or {}).get("idempotency", []) if e["key"] != entry["key"]]
-    return [*entries, entry][-limit:]
+    entries = [e for e in (document.idempotency if document else ()) if e.key != entry.key]
+    return (*entries, entry)[-limit:]

@@ -41,6 +41,9 @@ SETTINGS: dict[str, str] = {
     "OPENAI_BASE_URL": "OpenAI-compatible endpoint (Ollama, vLLM, LM Studio); unset = api.openai.com.",
     "OPENAI_API_KEY": "Key of the OpenAI-compatible endpoint (optional for local servers).",
     "OPENAI_MODEL": "Model name at the OpenAI-compatible endpoint.",
+    "MODEL_TIMEOUT_SECONDS": "Seconds a model request may take, or stay silent mid-stream (default 60).",
+    "MODEL_MAX_RETRIES": "How often a failed model request is retried by the OpenAI SDK (default 2).",
+    "SSE_KEEPALIVE_SECONDS": "Seconds of model silence before a stream sends an SSE keep-alive (default 15).",
     "AGENT_NAME": "The agent's name (default assistant).",
     "AGENT_INSTRUCTIONS": "The agent's system instructions.",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (Azure only).",
@@ -89,6 +92,9 @@ class Settings:
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     openai_model: str | None = None
+    model_timeout_seconds: int = 60
+    model_max_retries: int = 2
+    sse_keepalive_seconds: int = 15
     agent_name: str = "assistant"
     agent_instructions: str = DEFAULT_INSTRUCTIONS
     azure_client_id: str | None = None
@@ -101,6 +107,15 @@ class Settings:
         if self.model_provider == "openai":
             return f"openai:{self.openai_model}"
         return "echo (offline, no model configured)"
+
+    @property
+    def model_endpoint(self) -> str:
+        """Where model calls go, for the log."""
+        if self.model_provider == "azure_openai":
+            return str(self.azure_openai_endpoint)
+        if self.model_provider == "openai":
+            return self.openai_base_url or "https://api.openai.com/v1"
+        return "echo (in process)"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -149,6 +164,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         openai_base_url=env.text("OPENAI_BASE_URL"),
         openai_api_key=env.text("OPENAI_API_KEY"),
         openai_model=env.text("OPENAI_MODEL"),
+        model_timeout_seconds=env.integer("MODEL_TIMEOUT_SECONDS", default=60, minimum=1, maximum=600),
+        model_max_retries=env.integer("MODEL_MAX_RETRIES", default=2, minimum=0, maximum=10),
+        sse_keepalive_seconds=env.integer("SSE_KEEPALIVE_SECONDS", default=15, minimum=1, maximum=230),
         agent_name=env.text("AGENT_NAME") or "assistant",
         agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
         azure_client_id=env.text("AZURE_CLIENT_ID"),

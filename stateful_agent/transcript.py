@@ -13,83 +13,78 @@ which makes cursors stable.
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from agent_framework import Message
 
+from .documents import ChunkRef, SessionDocument, TranscriptChunk
 from .errors import InvalidCursorError, SessionCorruptError
 from .stores import SnapshotStore
 
+_CURSOR_INDEX = re.compile(r"v1:(0|[1-9][0-9]{0,15})")
+
 
 def chunk_id(seq: int, nonce: str) -> str:
+    """The id of chunk number ``seq`` written with ``nonce``."""
     return f"~t~{seq}~{nonce}"
-
-
-def chunks(document: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The committed chunks of a snapshot document, oldest first: ``{"id", "count"}`` each."""
-    listed = (document or {}).get("transcript", [])
-    return [{"id": chunk_id(seq, nonce), "count": count} for seq, (nonce, count) in enumerate(listed)]
-
-
-def archived_count(document: dict[str, Any] | None) -> int:
-    """How many messages precede the live window."""
-    return sum(count for _, count in (document or {}).get("transcript", []))
 
 
 def new_chunk(
     session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None
-) -> tuple[list[Any], str, dict[str, Any]]:
+) -> tuple[ChunkRef, str, TranscriptChunk]:
     """A chunk unique to this writer: its entry for the snapshot's list, its id and its document."""
-    nonce = uuid.uuid4().hex[:8]
-    document: dict[str, Any] = {
-        "session_id": session_id,
-        "kind": "transcript",
-        "seq": seq,
-        "messages": [message.to_dict() for message in messages],
-    }
-    if ttl_seconds is not None:
-        document["ttl"] = ttl_seconds
-    return [nonce, len(messages)], chunk_id(seq, nonce), document
+    ref = ChunkRef.model_construct(nonce=uuid.uuid4().hex[:8], count=len(messages))
+    return ref, chunk_id(seq, ref.nonce), TranscriptChunk.build(session_id, seq, messages, ttl_seconds)
 
 
 async def read_range(
-    store: SnapshotStore,
-    session_id: str,
-    document: dict[str, Any] | None,
-    live: Sequence[Message],
-    start: int,
-    end: int,
+    store: SnapshotStore, document: SessionDocument, live: Sequence[Message], start: int, end: int
 ) -> list[Message]:
-    """Messages ``start``..``end`` (absolute indexes), reading only the chunks that hold them."""
+    """Messages ``start``..``end`` (absolute indexes), reading only the chunks that hold them.
+
+    Raises:
+        SessionCorruptError: A listed chunk is missing or does not match the listing.
+        StoreUnavailableError: The store cannot be reached.
+    """
     result: list[Message] = []
     offset = 0
-    for chunk in chunks(document):
-        chunk_end = offset + chunk["count"]
+    for seq, ref in enumerate(document.transcript):
+        chunk_end = offset + ref.count
         if offset < end and start < chunk_end:
-            stored = await store.read_chunk(session_id, chunk["id"])
-            if stored is None or len(stored.get("messages", [])) != chunk["count"]:
-                raise SessionCorruptError(f"Transcript chunk {chunk['id']} of session '{session_id}' is missing.")
-            messages = stored["messages"][max(start - offset, 0) : min(end, chunk_end) - offset]
-            result.extend(Message.from_dict(message) for message in messages)
+            stored = await store.read_chunk(document.session_id, chunk_id(seq, ref.nonce))
+            if stored is None or stored.seq != seq or len(stored.messages) != ref.count:
+                raise SessionCorruptError(
+                    f"Transcript chunk {seq} of session '{document.session_id}' is missing or does not match "
+                    "the snapshot; the session was left untouched."
+                )
+            messages = stored.restore()
+            result.extend(messages[max(start - offset, 0) : min(end, chunk_end) - offset])
         offset = chunk_end
     result.extend(live[max(start - offset, 0) : max(end - offset, 0)])
     return result
 
 
 def encode_cursor(index: int) -> str:
+    """The cursor of absolute message index ``index``."""
     return base64.urlsafe_b64encode(f"v1:{index}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> int:
-    """The absolute index a cursor points at (0 without one)."""
-    if not cursor:
+def decode_cursor(cursor: str | None, total: int) -> int:
+    """The absolute index a cursor points at (0 without one).
+
+    Raises:
+        InvalidCursorError: The cursor is not one this API returned for a transcript of ``total`` messages.
+    """
+    if cursor is None:
         return 0
     try:
-        version, index = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(":")
-        if version == "v1" and index.isdigit():
-            return int(index)
-    except ValueError:
-        pass
-    raise InvalidCursorError("The cursor is not one this API returned.")
+        match = _CURSOR_INDEX.fullmatch(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
+    except (binascii.Error, ValueError):
+        match = None
+    index = int(match.group(1)) if match else -1
+    if index < 0 or encode_cursor(index) != cursor or index >= total:
+        raise InvalidCursorError("The cursor is not one this API returned for this session.")
+    return index

@@ -19,9 +19,11 @@ from typing import Any
 
 from agent_framework import Agent, AgentResponse, AgentSession, Message
 
-from . import idempotency, snapshots, transcript
+from . import idempotency, transcript
 from .compaction import archivable_prefix, build_strategy
-from .errors import ConfigurationError, ModelError, SessionConflictError, SessionNotFoundError
+from .documents import RememberedKey, SessionDocument, history, set_history
+from .errors import AgentServiceError, ConfigurationError, ContentFilteredError, SessionNotFoundError
+from .models import IncompleteReplyError, model_failure
 from .settings import Settings
 from .stores import Record, SnapshotStore
 
@@ -74,42 +76,57 @@ class TurnService:
         return self._agent
 
     async def prepare(self, session_id: str, message: str, key: str | None = None) -> PreparedTurn | TurnResult:
-        """Load the session for a turn, or the stored result of a repeated ``key``."""
+        """Load the session for a turn, or the stored result of a repeated ``key``.
+
+        Raises:
+            SessionCorruptError: The stored session does not validate or restore.
+            IdempotencyKeyReusedError: ``key`` was used with another message.
+            StoreUnavailableError: The store cannot be reached.
+        """
         record = await self.store.read(session_id)
+        session = record.document.restore() if record else AgentSession(session_id=session_id)
         request_fingerprint = idempotency.fingerprint(message) if key else None
         if key and record:
-            replay = await self._replay(session_id, record, key, request_fingerprint)
+            replay = await self._replay(record, session, key, request_fingerprint)
             if replay is not None:
                 return replay
-        session = snapshots.restore(record.document, session_id) if record else AgentSession(session_id=session_id)
-        history = snapshots.history(session)
+        live = history(session)
         cut = await archivable_prefix(
-            history,
+            live,
             Message(role="user", contents=[message]),
             self.strategy,
             max_messages=self.settings.compaction_max_messages,
         )
         if cut:
-            snapshots.set_history(session, history[cut:])
-        return PreparedTurn(
-            session_id, message, record, session, history[:cut], len(history) - cut, key, request_fingerprint
-        )
+            set_history(session, live[cut:])
+        return PreparedTurn(session_id, message, record, session, live[:cut], len(live) - cut, key, request_fingerprint)
 
     async def run_turn(self, session_id: str, message: str, key: str | None = None) -> TurnResult:
-        """Run one turn of ``session_id`` (created on its first turn) and store it."""
+        """Run one turn of ``session_id`` (created on its first turn) and store it.
+
+        Raises:
+            ModelError: The model call failed or its reply was incomplete; nothing was stored.
+            ContentFilteredError: The model's content filter refused the turn; nothing was stored.
+            SessionConflictError: Another request changed the session meanwhile; nothing was stored.
+            SessionCorruptError, SessionTooLargeError, StoreUnavailableError: see ``prepare`` and the store.
+        """
         prepared = await self.prepare(session_id, message, key)
         if isinstance(prepared, TurnResult):
             return prepared
         try:
             response = await self.agent.run(message, session=prepared.session)
+            _check_complete(response)
         except Exception as exc:  # any model, network or tool failure: nothing is stored
-            raise self._model_error(session_id, exc) from exc
+            raise model_failure(exc, self.settings, session_id) from exc
         return await self._commit(prepared, response.text)
 
     async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[str | TurnResult]:
         """Run a prepared turn streaming: text deltas as they arrive, then the stored ``TurnResult``.
 
         Closing the iterator early (a client that disconnects) abandons the turn: nothing is stored.
+
+        Raises:
+            The errors of ``run_turn``.
         """
         stream = self.agent.run(prepared.message, session=prepared.session, stream=True)
         try:
@@ -117,34 +134,42 @@ class TurnService:
                 if update.text:
                     yield update.text
             response = await stream.get_final_response()
+            _check_complete(response)
         except Exception as exc:
-            raise self._model_error(prepared.session_id, exc) from exc
+            raise model_failure(exc, self.settings, prepared.session_id) from exc
         yield await self._commit(prepared, response.text)
 
     async def describe(self, session_id: str) -> dict[str, Any]:
-        """The session's summary and the user/assistant messages of its live window."""
+        """The session's summary and the user/assistant messages of its live window.
+
+        Raises:
+            SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
+        """
         record, session = await self._load(session_id)
         document = record.document
         return {
             "session_id": session_id,
-            "turns": document["turns"],
-            "created_at": document["created_at"],
-            "updated_at": document["updated_at"],
+            "turns": document.turns,
+            "created_at": document.created_at,
+            "updated_at": document.updated_at,
             "messages": [
-                {"role": m.role, "text": m.text}
-                for m in snapshots.history(session)
-                if m.role in ("user", "assistant") and m.text
+                {"role": m.role, "text": m.text} for m in history(session) if m.role in ("user", "assistant") and m.text
             ],
         }
 
     async def messages(self, session_id: str, *, cursor: str | None, limit: int) -> dict[str, Any]:
-        """One page of the whole transcript, oldest first, with the cursor of the next page."""
-        start = transcript.decode_cursor(cursor)
+        """One page of the whole transcript, oldest first, with the cursor of the next page.
+
+        Raises:
+            InvalidCursorError: ``cursor`` is not one this API returned for this session.
+            SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
+        """
         record, session = await self._load(session_id)
-        live = snapshots.history(session)
-        total = transcript.archived_count(record.document) + len(live)
+        live = history(session)
+        total = record.document.archived_count + len(live)
+        start = transcript.decode_cursor(cursor, total)
         end = min(start + limit, total)
-        page = await transcript.read_range(self.store, session_id, record.document, live, start, end)
+        page = await transcript.read_range(self.store, record.document, live, start, end)
         return {
             "session_id": session_id,
             "total": total,
@@ -153,7 +178,7 @@ class TurnService:
         }
 
     async def delete(self, session_id: str) -> None:
-        """Delete the session and its transcript; deleting a missing one succeeds."""
+        """Delete the session and its transcript; deleting a missing (or corrupt) one succeeds."""
         await self.store.remove(session_id)
 
     async def health(self) -> dict[str, str]:
@@ -165,50 +190,49 @@ class TurnService:
         record = await self.store.read(session_id)
         if record is None:
             raise SessionNotFoundError(f"No session with id '{session_id}'.")
-        return record, snapshots.restore(record.document, session_id)
+        return record, record.document.restore()
 
     async def _commit(self, prepared: PreparedTurn, reply: str) -> TurnResult:
         """Write the archived chunk, then the snapshot, conditional on the version read."""
         session_id, record = prepared.session_id, prepared.record
         previous = record.document if record else None
-        live = snapshots.history(prepared.session)
+        live = history(prepared.session)
         if len(live) < prepared.known + 2:
             raise ConfigurationError("The agent did not record the turn in the session (history provider missing).")
 
-        listed = list((previous or {}).get("transcript", []))
-        chunk_id = None
+        listed = list(previous.transcript if previous else ())
+        chunk_id = chunk = None
         if prepared.archived:
-            listing, chunk_id, chunk = transcript.new_chunk(
+            ref, chunk_id, chunk = transcript.new_chunk(
                 session_id, len(listed), prepared.archived, self.settings.session_ttl_seconds
             )
-            listed.append(listing)
-        turn = (previous["turns"] if previous else 0) + 1
-        extra: dict[str, Any] = {"transcript": listed} if listed else {}
-        if prepared.key:
+            listed.append(ref)
+        turn = (previous.turns if previous else 0) + 1
+        remembered = previous.idempotency if previous else ()
+        if prepared.key and prepared.fingerprint:
             replies = len(live) - prepared.known - 1  # the messages the turn added after the user's
-            first = transcript.archived_count(extra) + len(live) - replies
-            remembered = {
-                "key": prepared.key,
-                "fingerprint": prepared.fingerprint,
-                "turn": turn,
-                "first": first,
-                "count": replies,
-            }
-            extra["idempotency"] = idempotency.remember(previous, remembered, self.settings.idempotency_keys)
-        elif previous and previous.get("idempotency"):
-            extra["idempotency"] = previous["idempotency"]
-        document = snapshots.build_document(
+            archived = sum(ref.count for ref in listed)
+            entry = RememberedKey.model_construct(
+                key=prepared.key,
+                fingerprint=prepared.fingerprint,
+                turn=turn,
+                first=archived + len(live) - replies,
+                count=replies,
+            )
+            remembered = idempotency.remember(previous, entry, self.settings.idempotency_keys)
+        document = SessionDocument.build(
             session_id,
             prepared.session,
             previous=previous,
             turns=turn,
             ttl_seconds=self.settings.session_ttl_seconds,
             max_bytes=self.settings.max_snapshot_bytes,
-            extra=extra,
+            transcript=listed,
+            idempotency=remembered,
         )
 
         try:
-            if chunk_id:
+            if chunk_id and chunk:
                 await self.store.write_chunk(session_id, chunk_id, chunk)
             if record is None:
                 await self.store.create(session_id, document)
@@ -217,7 +241,7 @@ class TurnService:
         except BaseException as error:
             if chunk_id:
                 await self._discard_chunk(session_id, chunk_id)
-            if isinstance(error, SessionConflictError) and prepared.key:
+            if isinstance(error, AgentServiceError) and error.status == 409 and prepared.key:
                 replay = await self._replay_after_conflict(prepared)
                 if replay is not None:
                     return replay
@@ -232,24 +256,25 @@ class TurnService:
         return TurnResult(session_id=session_id, turn=turn, reply=reply)
 
     async def _replay(
-        self, session_id: str, record: Record, key: str, request_fingerprint: str | None
+        self, record: Record, session: AgentSession, key: str, request_fingerprint: str | None
     ) -> TurnResult | None:
         entry = idempotency.find(record.document, key, request_fingerprint or "")
         if entry is None:
             return None
-        live = snapshots.history(snapshots.restore(record.document, session_id))
-        end = entry["first"] + entry["count"]
-        messages = await transcript.read_range(self.store, session_id, record.document, live, entry["first"], end)
+        end = entry.first + entry.count
+        messages = await transcript.read_range(self.store, record.document, history(session), entry.first, end)
         reply = AgentResponse(messages=messages).text
-        logger.info("Replayed turn %d of session %r for a repeated Idempotency-Key", entry["turn"], session_id)
-        return TurnResult(session_id=session_id, turn=entry["turn"], reply=reply, replayed=True)
+        logger.info(
+            "Replayed turn %d of session %r for a repeated Idempotency-Key", entry.turn, record.document.session_id
+        )
+        return TurnResult(session_id=record.document.session_id, turn=entry.turn, reply=reply, replayed=True)
 
     async def _replay_after_conflict(self, prepared: PreparedTurn) -> TurnResult | None:
         """The same request with the same key won the race: answer with its result."""
         record = await self.store.read(prepared.session_id)
         if record is None or prepared.key is None:
             return None
-        return await self._replay(prepared.session_id, record, prepared.key, prepared.fingerprint)
+        return await self._replay(record, record.document.restore(), prepared.key, prepared.fingerprint)
 
     async def _discard_chunk(self, session_id: str, chunk_id: str) -> None:
         """Best effort: an unlisted chunk is invisible anyway, and removed with the session."""
@@ -258,7 +283,17 @@ class TurnService:
         except Exception as exc:
             logger.warning("Could not remove unused transcript chunk %s of %r: %s", chunk_id, session_id, exc)
 
-    @staticmethod
-    def _model_error(session_id: str, exc: Exception) -> ModelError:
-        logger.error("Model call failed for session %r: %s", session_id, exc, exc_info=exc)
-        return ModelError("The model call failed; the session was not changed. Retry the turn.")
+
+def _check_complete(response: AgentResponse) -> None:
+    """A reply counts only when the model said it finished; a content-filtered one does not count.
+
+    Raises:
+        IncompleteReplyError: No finish reason (the model's stream closed mid-answer).
+        ContentFilteredError: The model stopped because its content filter struck.
+    """
+    if response.finish_reason is None:
+        raise IncompleteReplyError("the model's reply ended without a finish reason")
+    if response.finish_reason == "content_filter":
+        raise ContentFilteredError(
+            "The model's content filter stopped its reply; the session was not changed. Rephrase the message."
+        )

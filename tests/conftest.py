@@ -52,6 +52,12 @@ BACKENDS = ["memory", "file", pytest.param("cosmos", marks=pytest.mark.cosmos)]
 DURABLE_BACKENDS = ["file", pytest.param("cosmos", marks=pytest.mark.cosmos)]
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn (Cosmos against the local server)."""
+    return request.param
+
+
 @pytest.fixture
 def backend_settings(request: pytest.FixtureRequest, tmp_path: Path):
     """Build settings for a backend name (pulls in the Cosmos server only when asked)."""

@@ -20,6 +20,7 @@ from agent_framework import (
 
 from stateful_agent.runtime import build_service
 from stateful_agent.settings import Settings
+from stateful_agent.stores import SnapshotStore
 from stateful_agent.turns import TurnService
 
 
@@ -34,20 +35,29 @@ class FailMidStream:
     partial: str
 
 
+@dataclass(frozen=True)
+class EndsWithout:
+    """Script step: reply ``text`` but with finish reason ``finish`` (``None``: the stream just closes)."""
+
+    text: str
+    finish: str | None = None
+
+
 class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], BaseChatClient[Any]):
     """Replies from a script and records every request, so the whole MAF pipeline runs.
 
-    ``script`` items are reply strings, exceptions to raise, or ``FailMidStream``;
-    once it runs out, the reply is ``reply <n>``. ``gate``, when given, is awaited
-    before replying; streamed replies come word by word, and ``pause`` (when given)
-    is awaited after the first word. ``cancelled`` is set when a waiting call is cancelled.
+    ``script`` items are reply strings, exceptions to raise, ``FailMidStream`` or
+    ``EndsWithout``; once it runs out, the reply is ``reply <n>``. Replies finish with
+    reason ``stop``, as a real model's do. ``gate``, when given, is awaited before
+    replying; streamed replies come word by word, and ``pause`` (when given) is awaited
+    after the first word. ``cancelled`` is set when a waiting call is cancelled.
     """
 
     OTEL_PROVIDER_NAME = "scripted"
 
     def __init__(
         self,
-        script: Sequence[str | BaseException | FailMidStream] = (),
+        script: Sequence[str | BaseException | FailMidStream | EndsWithout] = (),
         *,
         gate: asyncio.Event | None = None,
         pause: asyncio.Event | None = None,
@@ -88,10 +98,13 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
                 await self._wait(self.gate)
                 if isinstance(step, BaseException):
                     raise step
-                text = step.partial if isinstance(step, FailMidStream) else step
-                for index, word in enumerate(text.split(" ")):
+                text = step.partial if isinstance(step, FailMidStream) else _text(step)
+                words = text.split(" ")
+                for index, word in enumerate(words):
                     yield ChatResponseUpdate(
-                        role="assistant", contents=[Content.from_text(("" if index == 0 else " ") + word)]
+                        role="assistant",
+                        contents=[Content.from_text(("" if index == 0 else " ") + word)],
+                        finish_reason=_finish(step) if index == len(words) - 1 else None,
                     )
                     if index == 0:
                         await self._wait(self.pause)
@@ -106,9 +119,21 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
                 raise step
             if isinstance(step, FailMidStream):
                 raise ModelDown("the model call failed")
-            return ChatResponse(messages=[Message(role="assistant", contents=[step])])
+            return ChatResponse(
+                messages=[Message(role="assistant", contents=[_text(step)])], finish_reason=_finish(step)
+            )
 
         return _respond()
+
+
+def _text(step: str | EndsWithout) -> str:
+    return step.text if isinstance(step, EndsWithout) else step
+
+
+def _finish(step: str | FailMidStream | EndsWithout) -> str | None:
+    if isinstance(step, EndsWithout):
+        return step.finish
+    return None if isinstance(step, FailMidStream) else "stop"
 
 
 def settings_for(
@@ -134,3 +159,13 @@ def settings_for(
 def service_for(settings: Settings, client: BaseChatClient) -> TurnService:
     """The app's real service wiring, with ``client`` as the model."""
     return build_service(settings, chat_client=client)
+
+
+async def write_raw(store: SnapshotStore, session_id: str, body: dict[str, Any]) -> str:
+    """Store ``body`` as the session's document as it is, bypassing the model (to plant corrupt data)."""
+    return await store._upsert(session_id, body)
+
+
+async def read_raw(store: SnapshotStore, session_id: str) -> tuple[dict[str, Any], str] | None:
+    """The stored object and ETag exactly as the backend holds them (no validation)."""
+    return await store._read(session_id)

@@ -9,7 +9,8 @@ from agent_framework import AgentSession, Message
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from stateful_agent import snapshots
+from stateful_agent import documents
+from stateful_agent.documents import SessionDocument, history
 from stateful_agent.errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, document_id, session_id_of
 from tests.conftest import BACKENDS
@@ -38,14 +39,14 @@ def store(request, make_service):
 
 def _session(session_id: str, *texts: str) -> AgentSession:
     session = AgentSession(session_id=session_id)
-    session.state[snapshots.HISTORY_SOURCE_ID] = {
+    session.state[documents.HISTORY_SOURCE_ID] = {
         "messages": [Message(role="user" if i % 2 == 0 else "assistant", contents=[t]) for i, t in enumerate(texts)]
     }
     return session
 
 
-def _document(session_id: str, turns: int, *texts: str) -> dict:
-    return snapshots.build_document(
+def _document(session_id: str, turns: int, *texts: str) -> SessionDocument:
+    return SessionDocument.build(
         session_id, _session(session_id, *texts), previous=None, turns=turns, ttl_seconds=None, max_bytes=10**6
     )
 
@@ -65,7 +66,7 @@ async def test_set_stores_an_independent_snapshot_and_get_returns_a_copy(store):
     assert first is not None
     assert first.session_id == "s1"
     assert first.state["custom"] == {"n": 1}
-    assert [m.text for m in snapshots.history(first)] == ["hello", "hi there"]
+    assert [m.text for m in history(first)] == ["hello", "hi there"]
     first.state["custom"]["n"] = 3  # mutating a read copy must not leak either
     second = await store.get("s1")
     assert second is not None
@@ -77,7 +78,7 @@ async def test_set_replaces_an_existing_snapshot(store):
     await store.set("s1", _session("s1", "one", "two", "three"))
     restored = await store.get("s1")
     assert restored is not None
-    assert [m.text for m in snapshots.history(restored)] == ["one", "two", "three"]
+    assert [m.text for m in history(restored)] == ["one", "two", "three"]
 
 
 async def test_delete_forgets_and_tolerates_missing(store):
@@ -92,7 +93,7 @@ async def test_any_opaque_non_empty_id_works(store, session_id):
     await store.set(session_id, _session(session_id, f"for {session_id}"))
     restored = await store.get(session_id)
     assert restored is not None
-    assert [m.text for m in snapshots.history(restored)] == [f"for {session_id}"]
+    assert [m.text for m in history(restored)] == [f"for {session_id}"]
     await store.delete(session_id)
     assert await store.get(session_id) is None
 
@@ -103,7 +104,7 @@ async def test_similar_ids_do_not_collide(store):
     for session_id in ("a/b", "a_b", "a%2Fb", "~YS9i"):
         restored = await store.get(session_id)
         assert restored is not None
-        assert snapshots.history(restored)[0].text == session_id
+        assert history(restored)[0].text == session_id
 
 
 @pytest.mark.parametrize("operation", ["get", "set", "delete"])
@@ -119,7 +120,7 @@ async def test_create_refuses_an_existing_session(store):
         await store.create("s1", _document("s1", 1, "second"))
     record = await store.read("s1")
     assert record is not None
-    assert record.document["snapshot"]["state"] == _document("s1", 1, "first")["snapshot"]["state"]
+    assert record.document.snapshot["state"] == _document("s1", 1, "first").snapshot["state"]
 
 
 async def test_replace_is_conditional_on_the_etag(store):
@@ -179,7 +180,7 @@ async def test_cosmos_document_layout(make_service, cosmos):
         item = await container.read_item(document_id("a/b"), partition_key="a/b")
     assert item["id"] == document_id("a/b")
     assert item["session_id"] == "a/b"
-    assert item["schema_version"] == snapshots.SCHEMA_VERSION
+    assert item["schema_version"] == documents.SCHEMA_VERSION
     assert item["ttl"] == 3600
     assert item["turns"] == 1
     assert item["snapshot"] == json.loads(json.dumps(session.to_dict()))  # MAF's to_dict output, unmodified

@@ -14,15 +14,9 @@ import uvicorn
 from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from tests.conftest import BACKENDS
 from tests.support import FailMidStream, ScriptedChatClient
 
 SSE = {"Accept": "text/event-stream"}
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
 
 
 @pytest.fixture

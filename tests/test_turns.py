@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from agent_framework import Agent, InMemoryHistoryProvider
 
-from stateful_agent import snapshots
+from stateful_agent.documents import history
 from stateful_agent.errors import (
     ConfigurationError,
     ModelError,
@@ -16,13 +16,7 @@ from stateful_agent.errors import (
     SessionTooLargeError,
 )
 from stateful_agent.turns import TurnService
-from tests.conftest import BACKENDS
-from tests.support import ModelDown, ScriptedChatClient
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
+from tests.support import ModelDown, ScriptedChatClient, read_raw, write_raw
 
 
 async def test_each_turn_sees_every_earlier_turn(make_service, backend):
@@ -87,9 +81,9 @@ async def test_corrupt_snapshot_fails_loudly_and_is_never_overwritten(make_servi
     service = make_service(backend, model)
     await service.run_turn("s1", "hello")
     record = await service.store.read("s1")
-    broken = {**record.document, "snapshot": {"type": "session", "session_id": "s1", "state": {"in_memory": 42}}}
-    await service.store.upsert("s1", broken)
-    stored = await service.store.read("s1")
+    broken = {**record.document.stored(), "snapshot": {"type": "session", "session_id": "s1", "state": {"in_memory": 42}}}
+    await write_raw(service.store, "s1", broken)
+    stored = await read_raw(service.store, "s1")
 
     with pytest.raises(SessionCorruptError):
         await service.run_turn("s1", "again")
@@ -97,7 +91,7 @@ async def test_corrupt_snapshot_fails_loudly_and_is_never_overwritten(make_servi
         await service.describe("s1")
 
     assert len(model.requests) == 1  # the model was not called with a half-restored session
-    assert await service.store.read("s1") == stored
+    assert await read_raw(service.store, "s1") == stored
     assert "'s1'" in caplog.text
 
 
@@ -158,8 +152,8 @@ async def test_interleaved_turns_store_exactly_the_successful_ones_in_order(make
     expected = [text for _, message, reply in succeeded for text in (message, reply)]
     assert [m["text"] for m in described["messages"]] == expected
     assert described["turns"] == len(succeeded)
-    history = snapshots.history(snapshots.restore((await service.store.read("s1")).document, "s1"))
-    assert len(history) == 2 * len(succeeded)
+    live = history((await service.store.read("s1")).document.restore())
+    assert len(live) == 2 * len(succeeded)
 
 
 @pytest.mark.cosmos

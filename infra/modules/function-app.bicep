@@ -127,6 +127,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_OPENAI_ENDPOINT: openAiEndpoint
     AZURE_OPENAI_MODEL: openAiDeploymentName
     AZURE_OPENAI_API_VERSION: openAiApiVersion
+    MODEL_TIMEOUT_SECONDS: '60'
+    MODEL_MAX_RETRIES: '2'
+    SSE_KEEPALIVE_SECONDS: '15'
     AGENT_NAME: agentName
     AGENT_INSTRUCTIONS: agentInstructions
     AZURE_CLIENT_ID: identityClientId

@@ -1,31 +1,40 @@
 """The session store interface: MAF's ``SessionStore`` plus versioned, conditional writes.
 
-Backends implement storage primitives for snapshot documents and transcript
-chunks (see ``snapshots.py``, ``transcript.py``); this class builds MAF's
-``get``/``set``/``delete`` contract on them, so the logic lives once and the
-backends only store bytes.
+Backends implement a few storage primitives on JSON objects (``_read``,
+``_create``, ``_replace``, ...). This class builds everything else on them once:
+the typed reads (every document is validated by ``documents.py`` when read),
+the recognition of a write whose answer was lost, and MAF's ``get``/``set``/
+``delete`` contract. Backends store and read; they never build documents.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agent_framework import AgentSession, FileSessionStore, SessionStore
+from agent_framework import AgentSession, Message, SessionStore
 
-from .. import snapshots
+from ..documents import SessionDocument, TranscriptChunk, history
+from ..errors import SessionConflictError, StoreUnavailableError
 
 # We build on MAF's SessionStore knowingly (pinned version, contract-tested); its notice is not news.
 warnings.filterwarnings("ignore", message=r"\[SESSION_STORE\]")
 
+logger = logging.getLogger(__name__)
+
+#: A stored JSON object and its version (ETag), as a backend reads it.
+Stored = tuple[dict[str, Any], str]
+
 
 @dataclass(frozen=True)
 class Record:
-    """A stored snapshot document and the version (ETag) it was read at."""
+    """A stored, validated snapshot document and the version (ETag) it was read at."""
 
-    document: dict[str, Any]
+    document: SessionDocument
     etag: str
 
 
@@ -34,89 +43,221 @@ class SnapshotStore(SessionStore, ABC):
 
     ``create`` fails when the session exists and ``replace`` fails when its ETag
     moved on; both raise ``SessionConflictError`` and leave the stored document as
-    the winner wrote it.
+    the winner wrote it. A write whose answer was lost (the store applied it, the
+    reply never arrived, a retry then collided with it) is recognised by its
+    ``write_id`` and reported as the success it was.
     """
 
     backend: ClassVar[str]
-
-    #: Every backend takes the same ids: non-empty, at most 128 characters (MAF's file-store rule).
-    validate_session_id = staticmethod(FileSessionStore.validate_session_id)
 
     def __init__(self, *, ttl_seconds: int | None = None, max_snapshot_bytes: int = 1_572_864) -> None:
         super().__init__()
         self.ttl_seconds = ttl_seconds
         self.max_snapshot_bytes = max_snapshot_bytes
 
-    # -- storage primitives -------------------------------------------------
+    # -- typed operations ----------------------------------------------------
 
-    @abstractmethod
     async def read(self, session_id: str) -> Record | None:
-        """Return the stored document and its ETag, or ``None`` when absent."""
+        """The validated document of ``session_id`` and its ETag, or ``None`` when absent.
 
-    @abstractmethod
-    async def create(self, session_id: str, document: dict[str, Any]) -> str:
-        """Store a new document; raise ``SessionConflictError`` if one exists. Return the ETag."""
+        Raises:
+            SessionCorruptError: The stored document does not match the model.
+            StoreUnavailableError: The store cannot be reached.
+        """
+        stored = await self._read(session_id)
+        return None if stored is None else Record(SessionDocument.parse(stored[0], session_id), stored[1])
 
-    @abstractmethod
-    async def replace(self, session_id: str, document: dict[str, Any], etag: str) -> str:
-        """Replace the document if its ETag is still ``etag``, else raise ``SessionConflictError``."""
+    async def create(self, session_id: str, document: SessionDocument) -> str:
+        """Store a new document and return its ETag.
 
-    @abstractmethod
-    async def upsert(self, session_id: str, document: dict[str, Any]) -> str:
-        """Store the document unconditionally. Return the ETag."""
+        Raises:
+            SessionConflictError: The session exists (and not because of this very write).
+            StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
+        """
+        return await self._recognised(session_id, document.write_id, self._create(session_id, document.stored()))
 
-    @abstractmethod
+    async def replace(self, session_id: str, document: SessionDocument, etag: str) -> str:
+        """Replace the document if its ETag is still ``etag``; return the new ETag.
+
+        Raises:
+            SessionConflictError: Another request changed or deleted the session meanwhile.
+            StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
+        """
+        write = self._replace(session_id, document.stored(), etag)
+        return await self._recognised(session_id, document.write_id, write)
+
+    async def upsert(self, session_id: str, document: SessionDocument) -> str:
+        """Store the document unconditionally; return its ETag.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
+        """
+        return await self._recognised(session_id, document.write_id, self._upsert(session_id, document.stored()))
+
     async def remove(self, session_id: str) -> None:
-        """Delete the snapshot, then every transcript chunk of the session; missing ones are no error."""
+        """Delete the snapshot, then every transcript chunk of the session; missing ones are no error.
 
-    @abstractmethod
-    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
-        """Store a transcript chunk under a new, unique ``chunk_id``."""
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
+        await self._remove(session_id)
 
-    @abstractmethod
-    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
-        """Return a transcript chunk, or ``None`` when absent."""
+    async def write_chunk(self, session_id: str, chunk_id: str, chunk: TranscriptChunk) -> None:
+        """Store a transcript chunk under a new, unique ``chunk_id``.
 
-    @abstractmethod
+        Raises:
+            SessionConflictError: The id is taken (by another writer).
+            StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
+        """
+
+        async def write() -> str:
+            await self._create_chunk(session_id, chunk_id, chunk.stored())
+            return ""
+
+        async def read_back() -> Stored | None:
+            stored = await self._read_chunk(session_id, chunk_id)
+            return None if stored is None else (stored, "")
+
+        await self._recognised(session_id, chunk.write_id, write(), read_back)
+
+    async def read_chunk(self, session_id: str, chunk_id: str) -> TranscriptChunk | None:
+        """The validated transcript chunk, or ``None`` when absent.
+
+        Raises:
+            SessionCorruptError: The stored chunk does not match the model.
+            StoreUnavailableError: The store cannot be reached.
+        """
+        stored = await self._read_chunk(session_id, chunk_id)
+        return None if stored is None else TranscriptChunk.parse(stored, session_id)
+
     async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
-        """Delete a transcript chunk; a missing one is not an error."""
+        """Delete a transcript chunk; a missing one is not an error.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
+        await self._delete_chunk(session_id, chunk_id)
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailableError`` when the store cannot serve requests."""
 
     async def close(self) -> None:
-        """Release network clients and credentials."""
+        """Release network clients and credentials the store created."""
 
-    # -- MAF SessionStore contract -----------------------------------------
+    async def __aenter__(self) -> SnapshotStore:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- storage primitives (backends) ----------------------------------------
+
+    @abstractmethod
+    async def _read(self, session_id: str) -> Stored | None:
+        """The stored snapshot object (without backend fields) and its ETag, or ``None``."""
+
+    @abstractmethod
+    async def _create(self, session_id: str, body: dict[str, Any]) -> str:
+        """Store a new snapshot object; ``SessionConflictError`` if one exists. Return the ETag."""
+
+    @abstractmethod
+    async def _replace(self, session_id: str, body: dict[str, Any], etag: str) -> str:
+        """Replace the snapshot object if its ETag is ``etag``, else ``SessionConflictError``."""
+
+    @abstractmethod
+    async def _upsert(self, session_id: str, body: dict[str, Any]) -> str:
+        """Store the snapshot object unconditionally. Return the ETag."""
+
+    @abstractmethod
+    async def _remove(self, session_id: str) -> None:
+        """Delete the snapshot object, then every other object of the session."""
+
+    @abstractmethod
+    async def _create_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
+        """Store a chunk object under a new id; ``SessionConflictError`` if the id is taken."""
+
+    @abstractmethod
+    async def _read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        """The stored chunk object, or ``None``."""
+
+    @abstractmethod
+    async def _delete_chunk(self, session_id: str, chunk_id: str) -> None:
+        """Delete a chunk object; a missing one is not an error."""
+
+    # -- MAF SessionStore contract ---------------------------------------------
 
     async def get(self, session_id: str) -> AgentSession | None:
-        """Return an independent copy of the stored session, or ``None``."""
+        """Return an independent copy of the stored session, or ``None``.
+
+        Raises:
+            ValueError: ``session_id`` is not valid for this store.
+            SessionCorruptError: The stored snapshot cannot be restored (also a ``ValueError``).
+            StoreUnavailableError: The store cannot be reached.
+        """
         self.validate_session_id(session_id)
         record = await self.read(session_id)
-        return None if record is None else snapshots.restore(record.document, session_id)
+        return None if record is None else record.document.restore()
 
     async def set(self, session_id: str, session: AgentSession) -> None:
-        """Store a snapshot of ``session`` under ``session_id``, replacing any existing one."""
+        """Store a snapshot of ``session`` under ``session_id``, replacing any existing one.
+
+        The session's archived transcript and remembered keys stay with it.
+
+        Raises:
+            ValueError: ``session_id`` is not valid for this store, or the state holds a non-finite float.
+            TypeError: ``session`` is not exactly an ``AgentSession``, or its state holds a value JSON
+                cannot represent (the message names its path).
+            SessionTooLargeError: The snapshot would exceed ``max_snapshot_bytes``.
+            SessionCorruptError: The stored document it would replace cannot be read.
+            StoreUnavailableError: The store cannot be reached.
+        """
         self.validate_session_id(session_id)
         previous = await self.read(session_id)
-        turns = previous.document.get("turns", 0) if previous else _user_turns(session)
-        kept = {k: v for k, v in (previous.document if previous else {}).items() if k in ("transcript", "idempotency")}
-        document = snapshots.build_document(
+        document = SessionDocument.build(
             session_id,
             session,
             previous=previous.document if previous else None,
-            turns=turns,
+            turns=previous.document.turns if previous else _user_turns(session),
             ttl_seconds=self.ttl_seconds,
             max_bytes=self.max_snapshot_bytes,
-            extra=kept,  # the archived transcript and remembered keys stay the session's
+            transcript=previous.document.transcript if previous else (),
+            idempotency=previous.document.idempotency if previous else (),
         )
         await self.upsert(session_id, document)
 
     async def delete(self, session_id: str) -> None:
-        """Forget the session; deleting a missing one is not an error."""
+        """Forget the session and its transcript; deleting a missing one is not an error.
+
+        Raises:
+            ValueError: ``session_id`` is not valid for this store.
+            StoreUnavailableError: The store cannot be reached.
+        """
         self.validate_session_id(session_id)
         await self.remove(session_id)
 
+    # -- lost answers ----------------------------------------------------------
+
+    async def _recognised(
+        self,
+        session_id: str,
+        write_id: str | None,
+        write: Awaitable[str],
+        read_back: Callable[[], Awaitable[Stored | None]] | None = None,
+    ) -> str:
+        """Run ``write``; when it fails with a conflict or an unknown outcome, report it as done if the
+        stored object carries this write's ``write_id`` (the write landed and only its answer was lost)."""
+        try:
+            return await write
+        except (SessionConflictError, StoreUnavailableError):
+            try:
+                stored = await (read_back or (lambda: self._read(session_id)))()
+            except Exception:  # the store is still away: the outcome stays unknown
+                stored = None
+            if write_id is None or stored is None or stored[0].get("write_id") != write_id:
+                raise
+            logger.warning("A write to session %r landed although its answer was lost; recognised as ours", session_id)
+            return stored[1]
+
 
 def _user_turns(session: AgentSession) -> int:
-    return sum(1 for message in snapshots.history(session) if message.role == "user")
+    return sum(1 for message in history(session) if isinstance(message, Message) and message.role == "user")

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
+import math
 import re
 from typing import Any
 from urllib.parse import urlparse
 
+from agent_framework import SecretString, SessionStore
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
@@ -24,94 +27,122 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
 from ..errors import SessionConflictError, SessionTooLargeError, StoreUnavailableError
-from .base import Record, SnapshotStore
+from .base import SnapshotStore, Stored
 
 logger = logging.getLogger(__name__)
 
 _LITERAL_ID = re.compile(r"[A-Za-z0-9._:-]+")
 _ENCODED_PREFIX = "~"  # never part of a literal id, so encoded and literal ids cannot collide
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_MAX_ITEM_ID_BYTES = 1023  # Cosmos DB's limit on an item id
+#: Cosmos DB's limit on a partition key value (hierarchical/large partition keys, version 2).
+MAX_PARTITION_KEY_BYTES = 2048
 
 
 def document_id(session_id: str) -> str:
     """The Cosmos item id of a session: the id itself, or a reversible base64url form.
 
-    Cosmos forbids ``/ \\ ? #`` in ids; any id outside a safe alphabet is encoded.
+    Cosmos forbids ``/ \\ ? #`` in ids; any id outside a safe alphabet is encoded. An id
+    whose encoding would pass Cosmos DB's 1,023-byte id limit is stored under ``~~`` and its
+    SHA-256 digest instead (the partition key still holds the id itself).
     """
-    if _LITERAL_ID.fullmatch(session_id):
+    if _LITERAL_ID.fullmatch(session_id) and len(session_id) <= _MAX_ITEM_ID_BYTES:
         return session_id
-    encoded = base64.urlsafe_b64encode(session_id.encode("utf-8")).decode("ascii").rstrip("=")
-    return _ENCODED_PREFIX + encoded
+    raw = session_id.encode("utf-8", "surrogatepass")
+    encoded = _ENCODED_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    if len(encoded) <= _MAX_ITEM_ID_BYTES:
+        return encoded
+    return _ENCODED_PREFIX * 2 + hashlib.sha256(raw).hexdigest()
 
 
-def session_id_of(item_id: str) -> str:
-    """Invert ``document_id``."""
+def session_id_of(item_id: str) -> str | None:
+    """Invert ``document_id``; ``None`` for a digest id (the document's ``session_id`` holds it)."""
     if not item_id.startswith(_ENCODED_PREFIX):
         return item_id
+    if item_id.startswith(_ENCODED_PREFIX * 2):
+        return None
     encoded = item_id[len(_ENCODED_PREFIX) :]
-    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8", "surrogatepass")
 
 
 class CosmosSnapshotStore(SnapshotStore):
-    """Snapshot documents in a Cosmos DB container partitioned by ``/session_id``."""
+    """Snapshot documents in a Cosmos DB container partitioned by ``/session_id``.
+
+    Like MAF's ``CosmosHistoryProvider``, it either builds its client from an endpoint and
+    credential (and closes it), or uses a ``cosmos_client`` or ``container_client`` the caller
+    created and owns. It is an async context manager.
+    """
 
     backend = "cosmos"
 
     def __init__(
         self,
         *,
-        endpoint: str,
-        database: str,
-        container: str,
-        key: str | None = None,
+        endpoint: str | None = None,
+        database: str = "agents",
+        container: str = "sessions",
+        key: str | SecretString | None = None,
         managed_identity_client_id: str | None = None,
         create_container: bool = False,
-        client_options: dict[str, Any] | None = None,
+        cosmos_client: CosmosClient | None = None,
+        container_client: ContainerProxy | None = None,
         **options: Any,
     ) -> None:
+        """Configure the store; nothing connects until the first request.
+
+        Raises:
+            ValueError: Neither ``endpoint``, ``cosmos_client`` nor ``container_client`` is given.
+        """
         super().__init__(**options)
-        self._client_options = client_options or {}  # extra CosmosClient keywords, e.g. a raw_response_hook
+        if not (endpoint or cosmos_client or container_client):
+            raise ValueError("CosmosSnapshotStore needs an endpoint, a cosmos_client or a container_client.")
         self.endpoint = endpoint
         self.database_name = database
-        self.container_name = container
-        self._key = key
+        self.container_name = container_client.id if container_client is not None else container
+        self._key = SecretString(key) if isinstance(key, str) else key
         self._client_id = managed_identity_client_id
         self._create_container = create_container
-        self._client: CosmosClient | None = None
+        self._client: CosmosClient | None = cosmos_client
+        self._owns_client = cosmos_client is None and container_client is None
         self._credential: Any = None
-        self._container: ContainerProxy | None = None
+        self._container: ContainerProxy | None = container_client
         self._open_lock = asyncio.Lock()
 
-    async def read(self, session_id: str) -> Record | None:
-        container = await self._open()
-        try:
-            item = await container.read_item(document_id(session_id), partition_key=session_id)
-        except CosmosResourceNotFoundError:
-            return None
-        except AzureError as exc:
-            raise _store_error(exc, session_id) from exc
-        return Record(_without_system_properties(item), item["_etag"])
+    @staticmethod
+    def validate_session_id(session_id: str) -> None:
+        """Any non-empty id whose partition key value fits Cosmos DB's limit.
 
-    async def create(self, session_id: str, document: dict[str, Any]) -> str:
-        container = await self._open()
-        return await self._write(session_id, container.create_item, body=self._body(session_id, document))
+        Raises:
+            ValueError: The id is empty, or longer than ``MAX_PARTITION_KEY_BYTES`` in UTF-8.
+        """
+        SessionStore.validate_session_id(session_id)
+        if len(session_id.encode("utf-8", "surrogatepass")) > MAX_PARTITION_KEY_BYTES:
+            raise ValueError(f"session_id must be at most {MAX_PARTITION_KEY_BYTES} bytes in UTF-8 for Cosmos DB")
 
-    async def replace(self, session_id: str, document: dict[str, Any], etag: str) -> str:
+    async def _read(self, session_id: str) -> Stored | None:
+        item = await self._read_item(session_id, document_id(session_id))
+        return None if item is None else (_without_system_properties(item), item["_etag"])
+
+    async def _create(self, session_id: str, body: dict[str, Any]) -> str:
+        container = await self._open()
+        return await self._write(session_id, container.create_item, body=self._body(session_id, body))
+
+    async def _replace(self, session_id: str, body: dict[str, Any], etag: str) -> str:
         container = await self._open()
         return await self._write(
             session_id,
             container.replace_item,
             item=document_id(session_id),
-            body=self._body(session_id, document),
+            body=self._body(session_id, body),
             etag=etag,
             match_condition=MatchConditions.IfNotModified,
         )
 
-    async def upsert(self, session_id: str, document: dict[str, Any]) -> str:
+    async def _upsert(self, session_id: str, body: dict[str, Any]) -> str:
         container = await self._open()
-        return await self._write(session_id, container.upsert_item, body=self._body(session_id, document))
+        return await self._write(session_id, container.upsert_item, body=self._body(session_id, body))
 
-    async def remove(self, session_id: str) -> None:
+    async def _remove(self, session_id: str) -> None:
         container = await self._open()
         try:
             await _delete_if_present(container, document_id(session_id), session_id)
@@ -126,21 +157,15 @@ class CosmosSnapshotStore(SnapshotStore):
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
 
-    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
+    async def _create_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
         container = await self._open()
-        await self._write(session_id, container.create_item, body={"id": chunk_id, **document})
+        await self._write(session_id, container.create_item, body={"id": chunk_id, **body})
 
-    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
-        container = await self._open()
-        try:
-            item = await container.read_item(chunk_id, partition_key=session_id)
-        except CosmosResourceNotFoundError:
-            return None
-        except AzureError as exc:
-            raise _store_error(exc, session_id) from exc
-        return _without_system_properties(item)
+    async def _read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        item = await self._read_item(session_id, chunk_id)
+        return None if item is None else _without_system_properties(item)
 
-    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
+    async def _delete_chunk(self, session_id: str, chunk_id: str) -> None:
         container = await self._open()
         try:
             await _delete_if_present(container, chunk_id, session_id)
@@ -155,15 +180,26 @@ class CosmosSnapshotStore(SnapshotStore):
             raise _store_error(exc, None) from exc
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-        if self._credential is not None:
-            await self._credential.close()
-        self._client = self._credential = self._container = None
+        """Close the client and credential this store created; injected clients stay open."""
+        if self._owns_client:
+            if self._client is not None:
+                await self._client.close()
+            if self._credential is not None:
+                await self._credential.close()
+            self._client = self._credential = self._container = None
 
     @staticmethod
-    def _body(session_id: str, document: dict[str, Any]) -> dict[str, Any]:
-        return {"id": document_id(session_id), **document}
+    def _body(session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"id": document_id(session_id), **body}
+
+    async def _read_item(self, session_id: str, item_id: str) -> dict[str, Any] | None:
+        container = await self._open()
+        try:
+            return await container.read_item(item_id, partition_key=session_id)
+        except CosmosResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise _store_error(exc, session_id) from exc
 
     async def _write(self, session_id: str, operation: Any, **kwargs: Any) -> str:
         headers: dict[str, str] = {}
@@ -198,21 +234,8 @@ class CosmosSnapshotStore(SnapshotStore):
         return self._container
 
     async def _connect(self) -> ContainerProxy:
-        if self._key:
-            credential: Any = self._key
-        else:
-            from azure.identity.aio import DefaultAzureCredential
-
-            credential = self._credential = DefaultAzureCredential(managed_identity_client_id=self._client_id)
-        loopback = urlparse(self.endpoint).hostname in _LOOPBACK_HOSTS
-        # A local emulator cannot answer endpoint discovery with reachable regional addresses.
-        self._client = CosmosClient(
-            self.endpoint,
-            credential=credential,
-            enable_endpoint_discovery=not loopback,
-            user_agent_suffix="stateful-agent-functions",
-            **self._client_options,
-        )
+        if self._client is None:
+            self._client = self._new_client()
         database = self._client.get_database_client(self.database_name)
         if self._create_container:
             database = await self._client.create_database_if_not_exists(self.database_name)
@@ -220,6 +243,23 @@ class CosmosSnapshotStore(SnapshotStore):
                 self.container_name, partition_key=PartitionKey(path="/session_id"), default_ttl=-1
             )
         return database.get_container_client(self.container_name)
+
+    def _new_client(self) -> CosmosClient:
+        assert self.endpoint is not None  # checked in __init__ when no client was given
+        if self._key is not None:
+            credential: Any = self._key.get_secret_value()
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = self._credential = DefaultAzureCredential(managed_identity_client_id=self._client_id)
+        loopback = urlparse(self.endpoint).hostname in _LOOPBACK_HOSTS
+        # A local emulator cannot answer endpoint discovery with reachable regional addresses.
+        return CosmosClient(
+            self.endpoint,
+            credential=credential,
+            enable_endpoint_discovery=not loopback,
+            user_agent_suffix="stateful-agent-functions",
+        )
 
 
 def _without_system_properties(item: dict[str, Any]) -> dict[str, Any]:
@@ -231,11 +271,19 @@ async def _delete_if_present(container: ContainerProxy, item_id: str, session_id
         await container.delete_item(item_id, partition_key=session_id)
 
 
+def retry_after_seconds(retry_after_ms: object, default: int = 2) -> int:
+    """Whole seconds for ``Retry-After`` from Cosmos DB's ``x-ms-retry-after-ms`` (rounded up, at least 1)."""
+    try:
+        milliseconds = float(str(retry_after_ms))
+    except ValueError:
+        return default
+    return max(1, math.ceil(milliseconds / 1000)) if math.isfinite(milliseconds) and milliseconds >= 0 else default
+
+
 def _store_error(exc: AzureError, session_id: str | None) -> StoreUnavailableError:
     """Log a Cosmos failure with its details; return the error a client may see."""
     status = getattr(exc, "status_code", None)
     logger.error("Cosmos DB request failed (session %r, status %s): %s", session_id, status, exc)
-    retry_ms = (getattr(exc, "headers", None) or {}).get("x-ms-retry-after-ms")
-    retry_after = max(1, int(int(retry_ms) / 1000 + 0.999)) if retry_ms and str(retry_ms).isdigit() else 2
+    retry_after = retry_after_seconds((getattr(exc, "headers", None) or {}).get("x-ms-retry-after-ms"))
     state = "busy" if status == 429 else "unavailable"
     return StoreUnavailableError(f"The session store is {state}; retry later.", retry_after_seconds=retry_after)

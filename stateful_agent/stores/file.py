@@ -1,100 +1,148 @@
 """File store: one JSON file per session under ``MAF_SESSION_DIR``, for local runs.
 
-Transcript chunks live beside it, in ``<encoded id>.transcript/<chunk id>.json``.
+Transcript chunks live beside it, in ``<file stem>.transcript/<chunk id>.json``.
 
-MAF's ``FileSessionStore`` maps opaque ids to safe file names (encoding, path
-traversal checks); we reuse that mapping. Unlike it, writes here are
-compare-and-swap under a directory lock, so two processes never silently
-overwrite each other. Reads need no lock: files are replaced atomically.
+File names follow MAF's ``FileSessionStore`` (so sessions stored by earlier
+versions keep their files): an id made only of lowercase ASCII letters, digits,
+``.``, ``_`` and ``-`` is its own file stem; any other id is ``~session-`` plus
+its lowercase base32 (case-stable, so injective on case-insensitive file
+systems), or a SHA-256 digest when that would be too long. Unlike MAF's store,
+writes are compare-and-swap under a directory lock, so two processes never
+silently overwrite each other, and files are replaced atomically, so a crash
+mid-write leaves the previous version. It does not coordinate across machines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from base64 import b32encode
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent_framework import FileSessionStore
 
-from .. import snapshots
 from ..errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
-from .base import Record, SnapshotStore
+from ..jsontext import encode_json
+from .base import SnapshotStore, Stored, logger
+
+T = TypeVar("T")
 
 _CHUNK_ID = re.compile(r"[A-Za-z0-9~._-]{1,100}")
+_ENCODED_PREFIX = "~session-"
+_MAX_ENCODED_STEM = 180
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"}
+    | {f"{port}{n}" for port in ("COM", "LPT") for n in ("1", "2", "3", "4", "5", "6", "7", "8", "9", "¹", "²", "³")}
+)
+
+
+def file_stem(session_id: str) -> str:
+    """The file name stem of a session id (MAF ``FileSessionStore``'s naming, see the module docstring)."""
+    literal = (
+        not session_id.startswith(".")
+        and not session_id.endswith((" ", "."))
+        and session_id.split(".", 1)[0].upper() not in _WINDOWS_RESERVED
+        and all(c.isascii() and ((c.isalnum() and not c.isupper()) or c in "._-") for c in session_id)
+    )
+    if literal:
+        return session_id
+    encoded = _ENCODED_PREFIX + b32encode(session_id.encode("utf-8")).decode("ascii").rstrip("=").lower()
+    if len(encoded) <= _MAX_ENCODED_STEM:
+        return encoded
+    return f"{_ENCODED_PREFIX}sha256-{hashlib.sha256(session_id.encode('utf-8')).hexdigest()}"
 
 
 class FileSnapshotStore(SnapshotStore):
-    """Snapshot documents as ``<encoded id>.json`` files with an ``_etag`` field."""
+    """Snapshot documents as ``<file stem>.json`` files with an ``_etag`` field."""
 
     backend = "file"
 
+    #: File names stay portable: ids are at most 128 characters (MAF's file-store rule).
+    validate_session_id = staticmethod(FileSessionStore.validate_session_id)
+
     def __init__(self, directory: str | Path, **options: Any) -> None:
         super().__init__(**options)
-        self._names = FileSessionStore(directory)
-        self.directory = self._names.storage_path
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._root = self.directory.resolve()
         self._lock_path = self.directory / ".write.lock"
 
-    async def read(self, session_id: str) -> Record | None:
+    async def _read(self, session_id: str) -> Stored | None:
         path = self._path(session_id)
-        return await asyncio.to_thread(self._read_file, path, session_id)
+        return await self._run(lambda: self._read_file(path, session_id))
 
-    async def create(self, session_id: str, document: dict[str, Any]) -> str:
-        return await self._write(session_id, document, expected=None, conditional=True)
+    async def _create(self, session_id: str, body: dict[str, Any]) -> str:
+        return await self._write(session_id, body, expected=None, conditional=True)
 
-    async def replace(self, session_id: str, document: dict[str, Any], etag: str) -> str:
-        return await self._write(session_id, document, expected=etag, conditional=True)
+    async def _replace(self, session_id: str, body: dict[str, Any], etag: str) -> str:
+        return await self._write(session_id, body, expected=etag, conditional=True)
 
-    async def upsert(self, session_id: str, document: dict[str, Any]) -> str:
-        return await self._write(session_id, document, expected=None, conditional=False)
+    async def _upsert(self, session_id: str, body: dict[str, Any]) -> str:
+        return await self._write(session_id, body, expected=None, conditional=False)
 
-    async def remove(self, session_id: str) -> None:
+    async def _remove(self, session_id: str) -> None:
         path = self._path(session_id)
 
-        def _remove() -> None:
+        def remove() -> None:
             with self._exclusive():
                 path.unlink(missing_ok=True)
                 shutil.rmtree(self._chunk_dir(path), ignore_errors=True)
 
-        await asyncio.to_thread(_remove)
+        await self._run(remove)
 
-    async def write_chunk(self, session_id: str, chunk_id: str, document: dict[str, Any]) -> None:
+    async def _create_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
         chunk = self._chunk_path(session_id, chunk_id)
-        payload = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        payload = encode_json(body)
 
-        def _write() -> None:
-            chunk.parent.mkdir(exist_ok=True)
-            _replace_atomically(chunk, payload)
+        def write() -> None:
+            with self._exclusive():
+                if chunk.exists():
+                    raise SessionConflictError(f"Transcript chunk {chunk_id} of session '{session_id}' exists.")
+                chunk.parent.mkdir(exist_ok=True)
+                replace_atomically(chunk, payload)
 
-        await asyncio.to_thread(_write)
+        await self._run(write)
 
-    async def read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+    async def _read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
         chunk = self._chunk_path(session_id, chunk_id)
 
-        def _read() -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
             try:
-                return json.loads(chunk.read_bytes())
+                raw = chunk.read_bytes()
             except FileNotFoundError:
                 return None
+            return _json_object(raw, session_id, f"transcript chunk {chunk_id}")
 
-        return await asyncio.to_thread(_read)
+        return await self._run(read)
 
-    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
-        await asyncio.to_thread(self._chunk_path(session_id, chunk_id).unlink, missing_ok=True)
+    async def _delete_chunk(self, session_id: str, chunk_id: str) -> None:
+        chunk = self._chunk_path(session_id, chunk_id)
+        await self._run(lambda: chunk.unlink(missing_ok=True))
 
     async def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
             raise StoreUnavailableError(f"Session directory {self.directory} is not writable.")
 
     def _path(self, session_id: str) -> Path:
+        """The session's file; refuses a path that leaves the directory (a planted symlink, say).
+
+        Raises:
+            ValueError: The id is invalid, or its file is a link out of the directory.
+        """
         self.validate_session_id(session_id)
-        return self._names._session_file_path(session_id)  # MAF's safe id -> file name mapping
+        candidate = self._root / f"{file_stem(session_id)}.json"
+        resolved = candidate.resolve()
+        if resolved != candidate or not resolved.is_relative_to(self._root):
+            raise ValueError(f"Session path escaped storage directory: {session_id!r}")
+        return candidate
 
     @staticmethod
     def _chunk_dir(snapshot_path: Path) -> Path:
@@ -105,38 +153,41 @@ class FileSnapshotStore(SnapshotStore):
             raise ValueError(f"invalid transcript chunk id {chunk_id!r}")
         return self._chunk_dir(self._path(session_id)) / f"{chunk_id}.json"
 
-    async def _write(
-        self, session_id: str, document: dict[str, Any], *, expected: str | None, conditional: bool
-    ) -> str:
+    async def _write(self, session_id: str, body: dict[str, Any], *, expected: str | None, conditional: bool) -> str:
         path = self._path(session_id)
         etag = uuid.uuid4().hex
-        payload = json.dumps({**document, "_etag": etag}, ensure_ascii=False).encode("utf-8")
+        payload = encode_json({**body, "_etag": etag})
 
-        def _swap() -> str:
+        def swap() -> str:
             with self._exclusive():
-                current = self._read_file(path, session_id)
-                if conditional and (current.etag if current else None) != expected:
+                current = self._read_file(path, session_id) if conditional else None
+                if conditional and (current[1] if current else None) != expected:
                     raise SessionConflictError(f"Session '{session_id}' was changed by another request.")
-                _replace_atomically(path, payload)
+                replace_atomically(path, payload)
                 return etag
 
-        return await asyncio.to_thread(_swap)
+        return await self._run(swap)
 
     @staticmethod
-    def _read_file(path: Path, session_id: str) -> Record | None:
+    def _read_file(path: Path, session_id: str) -> Stored | None:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        document = _json_object(raw, session_id, "snapshot")
+        etag = document.pop("_etag", None)
+        if not isinstance(etag, str):
+            raise _corrupt_file(session_id, "snapshot", "no _etag")
+        return document, etag
+
+    @staticmethod
+    async def _run(operation: Callable[[], T]) -> T:
+        """Run file I/O in a thread; an OS failure is an unavailable store (the outcome may be unknown)."""
         try:
-            document = json.loads(raw)
-            etag = document.pop("_etag")
-        except (ValueError, KeyError, AttributeError, TypeError) as exc:
-            snapshots.logger.error("Stored snapshot of session %r is not valid JSON: %s", session_id, exc)
-            raise SessionCorruptError(
-                f"The stored snapshot of session '{session_id}' is not valid JSON; it was left untouched."
-            ) from exc
-        return Record(document, str(etag))
+            return await asyncio.to_thread(operation)
+        except OSError as exc:
+            logger.error("Session directory I/O failed: %s", exc)
+            raise StoreUnavailableError("The session store could not read or write its files; retry later.") from exc
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -162,7 +213,7 @@ class FileSnapshotStore(SnapshotStore):
                     fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _replace_atomically(path: Path, payload: bytes) -> None:
+def replace_atomically(path: Path, payload: bytes) -> None:
     """Write ``path`` so that readers see the old file or the new one, never a partial one."""
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -170,3 +221,19 @@ def _replace_atomically(path: Path, payload: bytes) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def _json_object(raw: bytes, session_id: str, what: str) -> dict[str, Any]:
+    """A stored file's JSON object (UTF-8 only), or ``SessionCorruptError``."""
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise _corrupt_file(session_id, what, exc) from exc
+    if not isinstance(value, dict):
+        raise _corrupt_file(session_id, what, "not a JSON object")
+    return value
+
+
+def _corrupt_file(session_id: str, what: str, reason: object) -> SessionCorruptError:
+    logger.error("Stored %s of session %r is not valid JSON: %s", what, session_id, reason)
+    return SessionCorruptError(f"The stored session '{session_id}' cannot be read; it was left untouched.")

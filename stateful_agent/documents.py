@@ -1,0 +1,303 @@
+"""The stored data: one typed model per document, validated whenever a document is read.
+
+A session is one ``SessionDocument`` (the snapshot of its live window, the list of
+its archived transcript chunks, its remembered ``Idempotency-Key`` turns) plus
+zero or more ``TranscriptChunk`` documents in the same partition. Every backend
+stores exactly these, as JSON::
+
+    {"session_id", "kind": "snapshot", "schema_version": 1, "turns", "created_at", "updated_at",
+     "write_id", "ttl" (only when SESSION_TTL_SECONDS is set),
+     "transcript": [[nonce, count], ...], "idempotency": [{"key", "fingerprint", "turn", "first", "count"}],
+     "snapshot": <AgentSession.to_dict() of the live window, unmodified>}
+
+``write_id`` is new for every write, so a writer whose answer was lost can read the
+document back and recognise its own write. A document that does not match the
+model, or whose snapshot cannot be restored, raises ``SessionCorruptError``:
+it is never half-used and never written forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from agent_framework import AgentSession, InMemoryHistoryProvider, Message
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from .errors import SessionCorruptError, SessionTooLargeError
+from .jsontext import encode_json
+
+SCHEMA_VERSION = 1
+HISTORY_SOURCE_ID = InMemoryHistoryProvider.DEFAULT_SOURCE_ID
+
+logger = logging.getLogger(__name__)
+
+_Count = Annotated[int, Field(strict=True, ge=0)]
+_Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=1024)]
+_Nonce = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{8}$")]
+_WriteId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{32}$")]
+_Ttl = Annotated[int, Field(strict=True, ge=1)]
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChunkRef(_Document):
+    """One archived transcript chunk as the snapshot lists it (stored as ``[nonce, count]``)."""
+
+    nonce: _Nonce
+    count: Annotated[int, Field(strict=True, ge=1)]
+
+
+class RememberedKey(_Document):
+    """A recent ``Idempotency-Key``: its turn, and where the turn's reply sits in the transcript."""
+
+    key: Annotated[str, StringConstraints(strict=True, pattern=r"^[\x21-\x7e]{1,128}$")]
+    fingerprint: _Text
+    turn: Annotated[int, Field(strict=True, ge=1)]
+    first: _Count
+    count: _Count
+
+
+class SessionDocument(_Document):
+    """The stored snapshot of one session."""
+
+    session_id: _Text
+    kind: Literal["snapshot"] = "snapshot"
+    schema_version: Literal[1] = SCHEMA_VERSION
+    turns: _Count
+    created_at: _Text
+    updated_at: _Text
+    write_id: _WriteId | None = None  # absent in documents written before write ids existed
+    ttl: _Ttl | None = None
+    transcript: tuple[ChunkRef, ...] = ()
+    idempotency: tuple[RememberedKey, ...] = ()
+    snapshot: dict[str, Any]
+
+    @field_validator("transcript", mode="before")
+    @classmethod
+    def _chunk_pairs(cls, value: Any) -> Any:
+        """Read the compact ``[[nonce, count], ...]`` form."""
+        if isinstance(value, list):
+            return [
+                {"nonce": item[0], "count": item[1]} if isinstance(item, list) and len(item) == 2 else item
+                for item in value
+            ]
+        return value
+
+    @field_validator("snapshot")
+    @classmethod
+    def _agent_session_dict(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "session" or not isinstance(value.get("session_id"), str) or not value["session_id"]:
+            raise ValueError("snapshot is not an AgentSession dict")
+        if not isinstance(value.get("state", {}), dict):
+            raise ValueError("snapshot state is not an object")
+        return value
+
+    @classmethod
+    def parse(cls, stored: Any, session_id: str) -> SessionDocument:
+        """Validate a stored document of ``session_id``.
+
+        Raises:
+            SessionCorruptError: It does not match the model or belongs to another session.
+        """
+        try:
+            document = cls.model_validate(stored)
+            if document.session_id != session_id:
+                raise ValueError("the document belongs to another session")
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise _corrupt(session_id, exc) from exc
+        return document
+
+    @classmethod
+    def build(
+        cls,
+        session_id: str,
+        session: AgentSession,
+        *,
+        previous: SessionDocument | None,
+        turns: int,
+        ttl_seconds: int | None,
+        max_bytes: int,
+        transcript: Sequence[ChunkRef] = (),
+        idempotency: Sequence[RememberedKey] = (),
+    ) -> SessionDocument:
+        """The next document of ``session_id``, with a new ``write_id``.
+
+        Raises:
+            TypeError: ``session`` is not exactly an ``AgentSession``, its history holds something other
+                than ``Message`` objects, or its state holds a value JSON cannot represent (the error names
+                its path, e.g. ``state.nested[0].value``).
+            ValueError: The state holds a non-finite float (``nan``, ``inf``).
+            SessionTooLargeError: The document would be larger than ``max_bytes``.
+        """
+        if type(session) is not AgentSession:
+            raise TypeError(
+                "Session stores support AgentSession instances only; custom AgentSession subclasses "
+                "would not restore as themselves."
+            )
+        _check_history(session)
+        now = utc_now()
+        document = cls.model_construct(
+            session_id=session_id,
+            kind="snapshot",
+            schema_version=SCHEMA_VERSION,
+            turns=turns,
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
+            write_id=new_write_id(),
+            ttl=ttl_seconds,
+            transcript=tuple(transcript),
+            idempotency=tuple(idempotency),
+            snapshot=session.to_dict(),
+        )
+        size = len(encode_json(document.stored()))
+        if size > max_bytes:
+            raise SessionTooLargeError(
+                f"The session snapshot would be {size} bytes, above the {max_bytes}-byte limit "
+                "(MAX_SNAPSHOT_BYTES). Start a new session."
+            )
+        return document
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON object every backend stores (without backend fields such as ``id`` or ``_etag``)."""
+        body: dict[str, Any] = {
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "schema_version": self.schema_version,
+            "turns": self.turns,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+        if self.write_id is not None:
+            body["write_id"] = self.write_id
+        if self.ttl is not None:
+            body["ttl"] = self.ttl
+        if self.transcript:
+            body["transcript"] = [[chunk.nonce, chunk.count] for chunk in self.transcript]
+        if self.idempotency:
+            body["idempotency"] = [entry.model_dump() for entry in self.idempotency]
+        body["snapshot"] = self.snapshot
+        return body
+
+    @property
+    def archived_count(self) -> int:
+        """How many messages precede the live window."""
+        return sum(chunk.count for chunk in self.transcript)
+
+    def restore(self) -> AgentSession:
+        """Rebuild the ``AgentSession`` and check the rest of the document against it.
+
+        Raises:
+            SessionCorruptError: The snapshot cannot be restored, its history is not a list of
+                ``Message`` objects, or a remembered key points outside the transcript.
+        """
+        try:
+            session = AgentSession.from_dict(self.snapshot)
+            _check_history(session)
+            total = self.archived_count + len(history(session))
+            for entry in self.idempotency:
+                if entry.turn > self.turns or entry.first + entry.count > total:
+                    raise ValueError(f"remembered key {entry.key!r} points outside the transcript")
+        except Exception as exc:
+            raise _corrupt(self.session_id, exc) from exc
+        return session
+
+
+class TranscriptChunk(_Document):
+    """Messages that left the live window, archived in the session's partition."""
+
+    session_id: _Text
+    kind: Literal["transcript"] = "transcript"
+    seq: _Count
+    write_id: _WriteId | None = None
+    ttl: _Ttl | None = None
+    messages: tuple[dict[str, Any], ...] = Field(min_length=1)
+
+    @classmethod
+    def parse(cls, stored: Any, session_id: str) -> TranscriptChunk:
+        """Validate a stored chunk of ``session_id``.
+
+        Raises:
+            SessionCorruptError: It does not match the model or belongs to another session.
+        """
+        try:
+            chunk = cls.model_validate(stored)
+            if chunk.session_id != session_id:
+                raise ValueError("the chunk belongs to another session")
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise _corrupt(session_id, exc) from exc
+        return chunk
+
+    @classmethod
+    def build(cls, session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None) -> TranscriptChunk:
+        """A new chunk with a new ``write_id``."""
+        return cls.model_construct(
+            session_id=session_id,
+            kind="transcript",
+            seq=seq,
+            write_id=new_write_id(),
+            ttl=ttl_seconds,
+            messages=tuple(message.to_dict() for message in messages),
+        )
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON object every backend stores."""
+        body = self.model_dump(exclude_none=True)
+        body["messages"] = list(self.messages)
+        return body
+
+    def restore(self) -> list[Message]:
+        """The archived messages.
+
+        Raises:
+            SessionCorruptError: A message cannot be restored.
+        """
+        try:
+            return [Message.from_dict(message) for message in self.messages]
+        except Exception as exc:
+            raise _corrupt(self.session_id, exc) from exc
+
+
+def utc_now() -> str:
+    """An ISO 8601 UTC timestamp with milliseconds, e.g. ``2026-11-25T10:00:00.000Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_write_id() -> str:
+    """A fresh id that makes one write recognisable as its writer's own."""
+    return uuid.uuid4().hex
+
+
+def history(session: AgentSession) -> list[Message]:
+    """The messages the history provider keeps in the session (empty for a new session)."""
+    return list(session.state.get(HISTORY_SOURCE_ID, {}).get("messages", []))
+
+
+def set_history(session: AgentSession, messages: list[Message]) -> None:
+    """Replace the messages the history provider keeps in the session."""
+    session.state.setdefault(HISTORY_SOURCE_ID, {})["messages"] = messages
+
+
+def _check_history(session: AgentSession) -> None:
+    provider_state = session.state.get(HISTORY_SOURCE_ID)
+    if provider_state is None:
+        return
+    messages = provider_state.get("messages", []) if isinstance(provider_state, dict) else None
+    if not isinstance(messages, list):
+        raise TypeError(f"Session state at state.{HISTORY_SOURCE_ID}.messages must be a list of Message objects.")
+    for index, message in enumerate(messages):
+        if not isinstance(message, Message):
+            raise TypeError(
+                f"Session state value at state.{HISTORY_SOURCE_ID}.messages[{index}] must be an "
+                f"agent_framework Message, not {type(message).__name__!r}."
+            )
+
+
+def _corrupt(session_id: str, exc: BaseException) -> SessionCorruptError:
+    logger.error("Stored session %r is corrupt: %s", session_id, exc)
+    return SessionCorruptError(f"The stored session '{session_id}' cannot be restored; it was left untouched.")
