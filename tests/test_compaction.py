@@ -12,13 +12,18 @@ from agent_framework._compaction import group_messages
 from azure.cosmos.aio import CosmosClient
 
 from stateful_agent import runtime, transcript
-from stateful_agent.documents import history
 from stateful_agent.compaction import archivable_prefix, build_strategy
 from stateful_agent.devhost import build_app
+from stateful_agent.documents import history
 from stateful_agent.errors import SessionConflictError
 from stateful_agent.settings import Settings
 from tests.conftest import DURABLE_BACKENDS
 from tests.support import ScriptedChatClient
+
+
+def _listed(document) -> set[str]:
+    """The ids of the chunks a snapshot document lists."""
+    return {transcript.chunk_id(seq, ref.nonce) for seq, ref in enumerate(document.transcript)}
 
 
 async def stored_chunk_ids(store, session_id: str, cosmos: dict | None = None) -> set[str]:
@@ -78,7 +83,7 @@ async def test_a_thousand_turns_stay_bounded_and_the_transcript_keeps_all_2000_m
     counts = [ref.count for ref in document.transcript]
     assert min(counts) >= limit // 2 - 1  # one document per chunk of messages, not per message
     cosmos = request.getfixturevalue("cosmos") if durable == "cosmos" else None
-    assert await stored_chunk_ids(service.store, "long", cosmos) == {transcript.chunk_id(seq, ref.nonce) for seq, ref in enumerate(document.transcript)}
+    assert await stored_chunk_ids(service.store, "long", cosmos) == _listed(document)
 
 
 async def test_get_session_shows_the_live_window_and_messages_the_whole_transcript(make_service, backend):
@@ -121,7 +126,7 @@ async def test_racing_turns_that_archive_leave_no_duplicates_or_visible_leftover
     assert texts == ["m0", "reply 1", "m1", "reply 2", "m2", "reply 3", winner, wins[0].reply]
     document = (await service.store.read("s1")).document
     cosmos = request.getfixturevalue("cosmos") if backend == "cosmos" else None
-    assert await stored_chunk_ids(service.store, "s1", cosmos) == {transcript.chunk_id(seq, ref.nonce) for seq, ref in enumerate(document.transcript)}
+    assert await stored_chunk_ids(service.store, "s1", cosmos) == _listed(document)
 
 
 async def test_delete_removes_the_snapshot_and_every_transcript_chunk(make_service, backend, request):

@@ -81,7 +81,8 @@ async def test_corrupt_snapshot_fails_loudly_and_is_never_overwritten(make_servi
     service = make_service(backend, model)
     await service.run_turn("s1", "hello")
     record = await service.store.read("s1")
-    broken = {**record.document.stored(), "snapshot": {"type": "session", "session_id": "s1", "state": {"in_memory": 42}}}
+    unrestorable = {"type": "session", "session_id": "s1", "state": {"in_memory": 42}}
+    broken = {**record.document.stored(), "snapshot": unrestorable}
     await write_raw(service.store, "s1", broken)
     stored = await read_raw(service.store, "s1")
 
