@@ -275,14 +275,14 @@ async def _message(req: Request, max_bytes: int) -> str:
         raise InvalidJsonError("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise InvalidRequestError('The body must be a JSON object: {"message": "<text>"}.')
+    unknown = sorted(set(payload) - set(TurnRequest.model_fields))
+    if unknown:
+        names = ", ".join(repr(printable(name, 40)) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidRequestError(f'Unknown field(s): {names}{more}. Send {{"message": "<text>"}}.')
     try:
         message = TurnRequest.model_validate(payload).message
-    except ValidationError as exc:
-        unknown = [str(error["loc"][0]) for error in exc.errors() if error["type"] == "extra_forbidden"]
-        if unknown:
-            names = ", ".join(repr(printable(name, 40)) for name in sorted(unknown)[:5])
-            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise InvalidRequestError(f'Unknown field(s): {names}{more}. Send {{"message": "<text>"}}.') from None
+    except ValidationError:
         raise InvalidRequestError("'message' must be a non-empty string.") from None
     if not message.strip():
         raise InvalidRequestError("'message' must be a non-empty string.")
