@@ -14,7 +14,7 @@ import uvicorn
 from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from tests.support import FailMidStream, ScriptedChatClient
+from tests.support import EndsWithout, FailMidStream, ScriptedChatClient
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -152,3 +152,33 @@ async def test_a_lost_race_while_streaming_ends_with_a_conflict_event(serve, mak
     error = next(events_[-1][1] for events_ in (one, two) if events_[-1][0] == "error")
     assert error["code"] == "session_conflict"
     assert (await service.describe("s1"))["turns"] == 1
+
+
+async def test_a_silent_model_gets_keep_alive_comments_and_the_reply_still_arrives(serve, make_service):
+    pause = asyncio.Event()
+    model = ScriptedChatClient(["thinking hard indeed"], pause=pause)
+    service = make_service("memory", model, sse_keepalive_seconds=1)
+    base = await serve(service)
+    lines: list[str] = []
+    async with asyncio.timeout(20), open_stream(base, "s1", "hi") as r:  # without keep-alives: a timeout, no hang
+        async for line in r.aiter_lines():
+            lines.append(line)
+            if line.startswith(":") and not pause.is_set():
+                pause.set()  # the model speaks again only once a keep-alive went out while it was silent
+    first_delta = lines.index('data: {"text": "thinking"}')
+    ping = next(i for i, line in enumerate(lines) if line.startswith(":"))
+    done = lines.index("event: done")
+    assert first_delta < ping < done
+    assert lines[ping] == ": ping"
+    assert (await service.describe("s1"))["turns"] == 1
+
+
+async def test_a_stream_that_closes_without_a_finish_reason_ends_with_an_error(serve, make_service, backend):
+    service = make_service(backend, ScriptedChatClient([EndsWithout("cut off mid sentence")]))
+    base = await serve(service)
+    async with open_stream(base, "s1", "hi") as r:
+        received = [item async for item in events(r)]
+    assert received[0] == ("delta", {"text": "cut"})
+    assert received[-1][0] == "error"
+    assert received[-1][1]["code"] == "model_error"
+    assert await service.store.read("s1") is None
