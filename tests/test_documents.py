@@ -117,7 +117,8 @@ def test_the_stored_form_reads_back_as_the_same_document():
     built = SessionDocument.build("s1", session, previous=None, turns=1, ttl_seconds=60, max_bytes=10**6)
     parsed = SessionDocument.parse(json.loads(json.dumps(built.stored())), "s1")
     assert parsed == built
-    assert parsed.write_id and len(parsed.write_id) == 32
+    assert parsed.write_id
+    assert len(parsed.write_id) == 32
     assert [m.text for m in history(parsed.restore())] == ["hi"]
 
 

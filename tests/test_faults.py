@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -178,7 +177,8 @@ async def test_a_crash_mid_write_leaves_the_previous_file_store_version(tmp_path
     await store.set("s1", before)
     size = (tmp_path / "s1.json").stat().st_size
 
-    child = subprocess.run(
+    child = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", _CRASHING_WRITER, str(tmp_path), str(size + 50_000), str(ROOT)],
         capture_output=True,
         timeout=60,
@@ -189,8 +189,7 @@ async def test_a_crash_mid_write_leaves_the_previous_file_store_version(tmp_path
     restored = await store.get("s1")
     assert restored is not None
     assert restored.state[HISTORY_SOURCE_ID]["messages"][0].text == "x" * 1000
-    await store.set("s1", before)  # and the store still works: no stale lock, no leftover in the way
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") and os.path.getsize(tmp_path / p) == 0]
+    await store.set("s1", before)  # and the store still works: no stale lock, the partial temp file is ignored
 
 
 # -- races on an existing session ---------------------------------------------------------------------------
