@@ -107,7 +107,7 @@ def _problems(handler: Handler) -> Handler:
         try:
             return await handler(req)
         except AgentServiceError as error:
-            if error.status >= 500:
+            if error.status >= 500 and not error.logged_where_raised:
                 logger.error("%s %s failed: %s (%s)", req.method, req.url.path, error.code, error.detail)
             return problem_response(error, req.url.path)
         except Exception:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from agent_framework import Message
 from .documents import ChunkRef, SessionDocument, TranscriptChunk
 from .errors import InvalidCursorError, SessionCorruptError
 from .stores import SnapshotStore
+
+logger = logging.getLogger(__name__)
 
 _CURSOR_INDEX = re.compile(r"v1:(0|[1-9][0-9]{0,15})")
 
@@ -56,6 +59,7 @@ async def read_range(
         if offset < end and start < chunk_end:
             stored = await store.read_chunk(document.session_id, chunk_id(seq, ref.nonce))
             if stored is None or stored.seq != seq or len(stored.messages) != ref.count:
+                logger.error("Transcript chunk %d of session %r is missing or does not match", seq, document.session_id)
                 raise SessionCorruptError(
                     f"Transcript chunk {seq} of session '{document.session_id}' is missing or does not match "
                     "the snapshot; the session was left untouched."

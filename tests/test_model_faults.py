@@ -194,3 +194,16 @@ async def test_an_unexpected_model_failure_is_logged_with_its_traceback(make_ser
 def test_content_filtered_is_a_client_error_with_its_own_code():
     error = ContentFilteredError()
     assert (error.status, error.code) == (422, "content_filtered")
+
+
+@pytest.mark.parametrize(
+    ("step", "code"),
+    [(EndsWithout("half"), "model_error"), (ModelDown("boom"), "model_error")],
+    ids=["expected", "unexpected"],
+)
+async def test_one_failure_is_one_error_line_in_the_log(make_service, caplog, step, code):
+    service = make_service("memory", ScriptedChatClient([step]))
+    with caplog.at_level(logging.WARNING):
+        response = await _post(service, stream=False)
+    assert response.json()["code"] == code
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, caplog.text

@@ -129,6 +129,7 @@ class FileSnapshotStore(SnapshotStore):
 
     async def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
+            logger.error("Session directory %s is not writable", self.directory)
             raise StoreUnavailableError(f"Session directory {self.directory} is not writable.")
 
     def _path(self, session_id: str) -> Path:
