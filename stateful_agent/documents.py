@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from agent_framework import AgentSession, InMemoryHistoryProvider, Message
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
@@ -46,6 +46,27 @@ class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _StoredDocument(_Document):
+    """A document stored in a session's partition."""
+
+    session_id: _Text
+
+    @classmethod
+    def parse(cls, stored: Any, session_id: str) -> Self:
+        """Validate a stored document of ``session_id``.
+
+        Raises:
+            SessionCorruptError: It does not match the model or belongs to another session.
+        """
+        try:
+            document = cls.model_validate(stored)
+            if document.session_id != session_id:
+                raise ValueError(f"the {cls.__name__} belongs to another session")
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise _corrupt(session_id, exc) from exc
+        return document
+
+
 class ChunkRef(_Document):
     """One archived transcript chunk as the snapshot lists it (stored as ``[nonce, count]``)."""
 
@@ -63,10 +84,9 @@ class RememberedKey(_Document):
     count: _Count
 
 
-class SessionDocument(_Document):
+class SessionDocument(_StoredDocument):
     """The stored snapshot of one session."""
 
-    session_id: _Text
     kind: Literal["snapshot"] = "snapshot"
     schema_version: Literal[1] = SCHEMA_VERSION
     turns: _Count
@@ -97,21 +117,6 @@ class SessionDocument(_Document):
         if not isinstance(value.get("state", {}), dict):
             raise ValueError("snapshot state is not an object")
         return value
-
-    @classmethod
-    def parse(cls, stored: Any, session_id: str) -> SessionDocument:
-        """Validate a stored document of ``session_id``.
-
-        Raises:
-            SessionCorruptError: It does not match the model or belongs to another session.
-        """
-        try:
-            document = cls.model_validate(stored)
-            if document.session_id != session_id:
-                raise ValueError("the document belongs to another session")
-        except (ValidationError, ValueError, TypeError) as exc:
-            raise _corrupt(session_id, exc) from exc
-        return document
 
     @classmethod
     def build(
@@ -208,30 +213,14 @@ class SessionDocument(_Document):
         return session
 
 
-class TranscriptChunk(_Document):
+class TranscriptChunk(_StoredDocument):
     """Messages that left the live window, archived in the session's partition."""
 
-    session_id: _Text
     kind: Literal["transcript"] = "transcript"
     seq: _Count
     write_id: _WriteId | None = None
     ttl: _Ttl | None = None
     messages: tuple[dict[str, Any], ...] = Field(min_length=1)
-
-    @classmethod
-    def parse(cls, stored: Any, session_id: str) -> TranscriptChunk:
-        """Validate a stored chunk of ``session_id``.
-
-        Raises:
-            SessionCorruptError: It does not match the model or belongs to another session.
-        """
-        try:
-            chunk = cls.model_validate(stored)
-            if chunk.session_id != session_id:
-                raise ValueError("the chunk belongs to another session")
-        except (ValidationError, ValueError, TypeError) as exc:
-            raise _corrupt(session_id, exc) from exc
-        return chunk
 
     @classmethod
     def build(cls, session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None) -> TranscriptChunk:

@@ -16,6 +16,7 @@ from agent_framework.exceptions import AgentContentFilterException, ChatClientCo
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ContentFilteredError, ModelError
+from stateful_agent.runtime import build_service
 from stateful_agent.settings import load_settings
 from stateful_agent.turns import TurnService
 from tests.support import EndsWithout, ModelDown, ScriptedChatClient
@@ -130,20 +131,15 @@ async def misbehaving_endpoint(mode: str) -> AsyncIterator[dict]:
             await asyncio.wait_for(server.wait_closed(), 2)
 
 
-async def test_a_hung_model_fails_after_model_timeout_seconds_with_retries(caplog):
-    from stateful_agent.runtime import build_service
+def _against(url: str, **settings: str) -> TurnService:
+    """The app's real service (memory store) with MAF's OpenAI client pointed at ``url``."""
+    environ = {"OPENAI_BASE_URL": url, "OPENAI_MODEL": "test-model", "MAF_SESSION_BACKEND": "memory", **settings}
+    return build_service(load_settings(environ))
 
+
+async def test_a_hung_model_fails_after_model_timeout_seconds_with_retries(caplog):
     async with misbehaving_endpoint("hang") as endpoint:
-        settings = load_settings(
-            {
-                "OPENAI_BASE_URL": endpoint["url"],
-                "OPENAI_MODEL": "test-model",
-                "MODEL_TIMEOUT_SECONDS": "1",
-                "MODEL_MAX_RETRIES": "1",
-                "MAF_SESSION_BACKEND": "memory",
-            }
-        )
-        service = build_service(settings)
+        service = _against(endpoint["url"], MODEL_TIMEOUT_SECONDS="1", MODEL_MAX_RETRIES="1")
         started = time.monotonic()
         with caplog.at_level(logging.ERROR), pytest.raises(ModelError):
             await service.run_turn("s1", "hello")
@@ -159,18 +155,8 @@ async def test_a_hung_model_fails_after_model_timeout_seconds_with_retries(caplo
 
 
 async def test_a_model_that_refuses_authentication_is_logged_as_such(caplog):
-    from stateful_agent.runtime import build_service
-
     async with misbehaving_endpoint("401") as endpoint:
-        settings = load_settings(
-            {
-                "OPENAI_BASE_URL": endpoint["url"],
-                "OPENAI_MODEL": "test-model",
-                "MODEL_MAX_RETRIES": "0",
-                "MAF_SESSION_BACKEND": "memory",
-            }
-        )
-        service = build_service(settings)
+        service = _against(endpoint["url"], MODEL_MAX_RETRIES="0")
         with caplog.at_level(logging.ERROR), pytest.raises(ModelError):
             await service.run_turn("s1", "hello")
     failures = [r for r in caplog.records if r.name == "stateful_agent.models"]
