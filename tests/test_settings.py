@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -83,16 +84,75 @@ def test_echo_is_the_default_model_and_says_so_loudly(caplog):
     assert "offline 'echo' model" in caplog.text
 
 
-def test_azure_openai_uses_the_chat_completions_client_with_entra_id_when_no_key():
+async def test_azure_openai_uses_the_chat_completions_client_with_entra_id_when_no_key(monkeypatch):
+    import azure.identity.aio
     from agent_framework.openai import OpenAIChatCompletionClient
+    from azure.core.credentials import AccessToken
+    from azure.core.credentials_async import AsyncTokenCredential
 
+    created = []
+
+    class RecordingCredential(AsyncTokenCredential):
+        """Stands in for DefaultAzureCredential: records how it was built and the scopes it is asked for."""
+
+        def __init__(self, **kwargs):
+            self.kwargs, self.scopes = kwargs, []
+            created.append(self)
+
+        async def get_token(self, *scopes, **kwargs):
+            self.scopes.extend(scopes)
+            return AccessToken("entra-token", 4102444800)
+
+        async def close(self):
+            pass
+
+    monkeypatch.setattr(azure.identity.aio, "DefaultAzureCredential", RecordingCredential)
+    seen: list[bytes] = []
+
+    async def azure_openai(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        seen.append(head)
+        body = json.dumps(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+            }
+        ).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body))
+        writer.write(b"Connection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(azure_openai, "127.0.0.1", 0)
+    endpoint = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     settings = load_settings(
-        {"AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com/", "AZURE_OPENAI_MODEL": "chat-deployment"}
+        {
+            "AZURE_OPENAI_ENDPOINT": endpoint,
+            "AZURE_OPENAI_MODEL": "chat-deployment",
+            "AZURE_CLIENT_ID": "identity-client-id",
+            "MODEL_TIMEOUT_SECONDS": "42",
+            "MODEL_MAX_RETRIES": "3",
+        }
     )
     client = build_chat_client(settings)
-    assert isinstance(client, OpenAIChatCompletionClient)
-    assert client.model == "chat-deployment"
-    assert "example.openai.azure.com" in client.service_url()
+    try:
+        assert isinstance(client, OpenAIChatCompletionClient)
+        assert client.model == "chat-deployment"
+        assert [c.kwargs for c in created] == [{"managed_identity_client_id": "identity-client-id"}]
+        assert (client.client.timeout, client.client.max_retries) == (42, 3)
+        response = await client.get_response([Message(role="user", contents=["hello"])])
+    finally:
+        server.close()
+    assert response.text == "hi"
+    (request,) = seen
+    assert request.startswith(b"POST /openai/deployments/chat-deployment/chat/completions")
+    assert b"authorization: bearer entra-token" in request.lower()
+    assert created[0].scopes == ["https://cognitiveservices.azure.com/.default"]
 
 
 def test_openai_compatible_endpoint_needs_no_key():
