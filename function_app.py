@@ -4,31 +4,39 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from stateful_agent import api
+from stateful_agent.settings import anonymous_session_routes
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# AUTH_MODE=easyauth: Easy Auth authenticates the callers, who hold no function keys.
+SESSIONS = func.AuthLevel.ANONYMOUS if anonymous_session_routes() else func.AuthLevel.FUNCTION
 
 
-@app.route(route="sessions/{session_id}/turns", methods=["POST"])
+@app.route(route="sessions/{session_id}/turns", methods=["POST"], auth_level=SESSIONS)
 async def post_turn(req: Request) -> Response:
     return await api.post_turn(req)
 
 
-@app.route(route="sessions/{session_id}/messages", methods=["GET"])
+@app.route(route="sessions/{session_id}/messages", methods=["GET"], auth_level=SESSIONS)
 async def get_messages(req: Request) -> Response:
     return await api.get_messages(req)
 
 
-@app.route(route="sessions", methods=["POST"])
+@app.route(route="sessions", methods=["POST"], auth_level=SESSIONS)
 async def create_session(req: Request) -> Response:
     return await api.create_session(req)
 
 
-@app.route(route="sessions/{session_id}", methods=["GET"])
+@app.route(route="sessions", methods=["GET"], auth_level=SESSIONS)
+async def list_sessions(req: Request) -> Response:
+    return await api.list_sessions(req)
+
+
+@app.route(route="sessions/{session_id}", methods=["GET"], auth_level=SESSIONS)
 async def get_session(req: Request) -> Response:
     return await api.get_session(req)
 
 
-@app.route(route="sessions/{session_id}", methods=["DELETE"])
+@app.route(route="sessions/{session_id}", methods=["DELETE"], auth_level=SESSIONS)
 async def delete_session(req: Request) -> Response:
     return await api.delete_session(req)
 

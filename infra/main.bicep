@@ -66,6 +66,9 @@ param openAiCapacity int = 10
 @description('Azure OpenAI API version the app uses; empty = the Agent Framework default.')
 param openAiApiVersion string = ''
 
+@description('Client id of an existing Microsoft Entra app registration. Set: App Service Authentication (Easy Auth) requires a signed-in user on every API call but /api/health, and each session belongs to its user (AUTH_MODE=easyauth). Empty: function keys, sessions shared (AUTH_MODE=none).')
+param authClientId string = ''
+
 @description('The agent\'s name.')
 param agentName string = 'assistant'
 
@@ -79,6 +82,9 @@ var tags = {
 }
 var deploymentContainerName = 'app-package-${resourceToken}'
 var createOpenAi = empty(existingOpenAiEndpoint)
+// Sessions with owners, partitioned by [/owner, /session_id]. A partition key cannot change in place, so this
+// is a new container; one made by an earlier version ('sessions', partitioned by /session_id) is left as it is.
+var containerName = 'conversations'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -128,7 +134,7 @@ module cosmos 'modules/cosmos.bicep' = {
     location: location
     tags: tags
     databaseName: 'agents'
-    containerName: 'sessions'
+    containerName: containerName
     serverless: cosmosServerless
     throughput: cosmosThroughput
     identityPrincipalId: identity.outputs.principalId
@@ -173,13 +179,14 @@ module functionApp 'modules/function-app.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     cosmosEndpoint: cosmos.outputs.endpoint
     cosmosDatabase: 'agents'
-    cosmosContainer: 'sessions'
+    cosmosContainer: containerName
     sessionTtlSeconds: sessionTtlSeconds
     openAiEndpoint: openAiEndpoint
     openAiDeploymentName: openAiDeploymentName
     openAiApiVersion: openAiApiVersion
     agentName: agentName
     agentInstructions: agentInstructions
+    authClientId: authClientId
   }
 }
 
@@ -189,6 +196,6 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
 output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 output COSMOS_DATABASE string = 'agents'
-output COSMOS_CONTAINER string = 'sessions'
+output COSMOS_CONTAINER string = containerName
 output AZURE_OPENAI_ENDPOINT string = openAiEndpoint
 output AZURE_OPENAI_MODEL string = openAiDeploymentName

@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -34,6 +34,7 @@ from .errors import (
     printable,
 )
 from .idempotency import validate_key
+from .identity import caller
 from .jsontext import encode_json
 from .runtime import get_service
 
@@ -54,6 +55,9 @@ _FALLBACK_PROBLEM = (
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+if TYPE_CHECKING:
+    from .turns import TurnService
 
 
 class TurnRequest(BaseModel):
@@ -124,17 +128,17 @@ async def post_turn(req: Request) -> Response:
     With ``Accept: text/event-stream`` the reply streams as Server-Sent Events. An
     ``Idempotency-Key`` header makes a retry return the stored result instead of a second turn.
     """
+    service, owner = _caller(req)
     session_id = _session_id(req)
     key = validate_key(req.headers.get("idempotency-key"))
-    service = get_service()
     message = await _message(req, service.settings.max_message_bytes)
     if "text/event-stream" not in req.headers.get("accept", "").lower():
-        result = await service.run_turn(session_id, message, key)
+        result = await service.run_turn(session_id, message, key, owner=owner)
         return StrictJSONResponse(result.as_json(), headers=_replayed(result))
 
     from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
 
-    prepared = await service.prepare(session_id, message, key)  # load errors are plain problem responses
+    prepared = await service.prepare(session_id, message, key, owner=owner)  # load errors: plain problems
     if isinstance(prepared, TurnResult):  # a replay: the stored result as one done event
         return _sse_response(_single_event("done", prepared.as_json()), _replayed(prepared))
     events = _turn_events(service.stream_turn(prepared), req.url.path)
@@ -144,32 +148,44 @@ async def post_turn(req: Request) -> Response:
 @_problems
 async def create_session(req: Request) -> Response:
     """``POST /api/sessions``: a new session id; nothing is stored until its first turn."""
+    _caller(req)
     session_id = str(uuid.uuid4())
     location = f"{req.url.path.rstrip('/')}/{session_id}"
     return StrictJSONResponse({"session_id": session_id}, status_code=201, headers={"Location": location})
 
 
 @_problems
+async def list_sessions(req: Request) -> Response:
+    """``GET /api/sessions?limit=&cursor=``: the caller's sessions, most recently updated first."""
+    service, owner = _caller(req)
+    limit = _limit(req, default=20, maximum=100)
+    return StrictJSONResponse(
+        await service.list_sessions(owner=owner, cursor=req.query_params.get("cursor"), limit=limit)
+    )
+
+
+@_problems
 async def get_messages(req: Request) -> Response:
     """``GET /api/sessions/{session_id}/messages?limit=&cursor=``: the whole transcript, paged, oldest first."""
+    service, owner = _caller(req)
     session_id = _session_id(req)
-    raw_limit = req.query_params.get("limit", "50")
-    if not _LIMIT.fullmatch(raw_limit) or not 1 <= int(raw_limit) <= 200:
-        raise InvalidRequestError("'limit' must be a number from 1 to 200.")
-    page = await get_service().messages(session_id, cursor=req.query_params.get("cursor"), limit=int(raw_limit))
+    limit = _limit(req, default=50, maximum=200)
+    page = await service.messages(session_id, cursor=req.query_params.get("cursor"), limit=limit, owner=owner)
     return StrictJSONResponse(page)
 
 
 @_problems
 async def get_session(req: Request) -> Response:
     """``GET /api/sessions/{session_id}``: summary and messages."""
-    return StrictJSONResponse(await get_service().describe(_session_id(req)))
+    service, owner = _caller(req)
+    return StrictJSONResponse(await service.describe(_session_id(req), owner=owner))
 
 
 @_problems
 async def delete_session(req: Request) -> Response:
-    """``DELETE /api/sessions/{session_id}``: 204, also when it did not exist."""
-    await get_service().delete(_session_id(req))
+    """``DELETE /api/sessions/{session_id}``: 204, also when it did not exist (or is another user's)."""
+    service, owner = _caller(req)
+    await service.delete(_session_id(req), owner=owner)
     return Response(status_code=204)
 
 
@@ -244,6 +260,19 @@ async def _with_keepalive(events: AsyncIterator[bytes], interval: float) -> Asyn
             producer.cancel()
         with contextlib.suppress(BaseException):
             await producer
+
+
+def _caller(req: Request) -> tuple[TurnService, str]:
+    """The service and the owner key of the caller (see ``identity.py``): authentication comes first."""
+    service = get_service()
+    return service, caller(req.headers, service.settings).owner
+
+
+def _limit(req: Request, *, default: int, maximum: int) -> int:
+    raw = req.query_params.get("limit", str(default))
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidRequestError(f"'limit' must be a number from 1 to {maximum}.")
+    return int(raw)
 
 
 def _session_id(req: Request) -> str:

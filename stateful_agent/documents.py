@@ -40,6 +40,8 @@ _Text = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=1
 _Nonce = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{8}$")]
 _WriteId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{32}$")]
 _Ttl = Annotated[int, Field(strict=True, ge=1)]
+_Owner = Annotated[str, StringConstraints(strict=True, max_length=330)]
+TITLE_CHARS = 80
 
 
 class _Document(BaseModel):
@@ -47,21 +49,24 @@ class _Document(BaseModel):
 
 
 class _StoredDocument(_Document):
-    """A document stored in a session's partition."""
+    """A document stored in a session's partition, with the session's owner (``""``: no identity)."""
 
+    owner: _Owner = ""
     session_id: _Text
 
     @classmethod
-    def parse(cls, stored: Any, session_id: str) -> Self:
-        """Validate a stored document of ``session_id``.
+    def parse(cls, stored: Any, session_id: str, owner: str = "") -> Self:
+        """Validate a stored document of ``owner``'s session ``session_id``.
+
+        The owner is checked on every read, behind the storage key that already holds it.
 
         Raises:
-            SessionCorruptError: It does not match the model or belongs to another session.
+            SessionCorruptError: It does not match the model, or belongs to another session or owner.
         """
         try:
             document = cls.model_validate(stored)
-            if document.session_id != session_id:
-                raise ValueError(f"the {cls.__name__} belongs to another session")
+            if document.session_id != session_id or document.owner != owner:
+                raise ValueError(f"the {cls.__name__} belongs to another session or owner")
         except (ValidationError, ValueError, TypeError) as exc:
             raise _corrupt(session_id, exc) from exc
         return document
@@ -94,6 +99,7 @@ class SessionDocument(_StoredDocument):
     updated_at: _Text
     write_id: _WriteId | None = None  # absent in documents written before write ids existed
     ttl: _Ttl | None = None
+    title: Annotated[str, StringConstraints(strict=True, max_length=TITLE_CHARS)] = ""
     transcript: tuple[ChunkRef, ...] = ()
     idempotency: tuple[RememberedKey, ...] = ()
     snapshot: dict[str, Any]
@@ -124,6 +130,7 @@ class SessionDocument(_StoredDocument):
         session_id: str,
         session: AgentSession,
         *,
+        owner: str = "",
         previous: SessionDocument | None,
         turns: int,
         ttl_seconds: int | None,
@@ -148,6 +155,7 @@ class SessionDocument(_StoredDocument):
         _check_history(session)
         now = utc_now()
         document = cls.model_construct(
+            owner=owner,
             session_id=session_id,
             kind="snapshot",
             schema_version=SCHEMA_VERSION,
@@ -156,6 +164,7 @@ class SessionDocument(_StoredDocument):
             updated_at=now,
             write_id=new_write_id(),
             ttl=ttl_seconds,
+            title=previous.title if previous and previous.title else title_of(session),
             transcript=tuple(transcript),
             idempotency=tuple(idempotency),
             snapshot=session.to_dict(),
@@ -171,6 +180,7 @@ class SessionDocument(_StoredDocument):
     def stored(self) -> dict[str, Any]:
         """The JSON object every backend stores (without backend fields such as ``id`` or ``_etag``)."""
         body: dict[str, Any] = {
+            "owner": self.owner,
             "session_id": self.session_id,
             "kind": self.kind,
             "schema_version": self.schema_version,
@@ -182,6 +192,8 @@ class SessionDocument(_StoredDocument):
             body["write_id"] = self.write_id
         if self.ttl is not None:
             body["ttl"] = self.ttl
+        if self.title:
+            body["title"] = self.title
         if self.transcript:
             body["transcript"] = [[chunk.nonce, chunk.count] for chunk in self.transcript]
         if self.idempotency:
@@ -223,9 +235,12 @@ class TranscriptChunk(_StoredDocument):
     messages: tuple[dict[str, Any], ...] = Field(min_length=1)
 
     @classmethod
-    def build(cls, session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None) -> TranscriptChunk:
+    def build(
+        cls, session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None, owner: str = ""
+    ) -> TranscriptChunk:
         """A new chunk with a new ``write_id``."""
         return cls.model_construct(
+            owner=owner,
             session_id=session_id,
             kind="transcript",
             seq=seq,
@@ -250,6 +265,34 @@ class TranscriptChunk(_StoredDocument):
             return [Message.from_dict(message) for message in self.messages]
         except Exception as exc:
             raise _corrupt(self.session_id, exc) from exc
+
+
+class SessionSummary(_Document):
+    """A row of a session listing: what ``GET /api/sessions`` shows of a stored snapshot."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    session_id: _Text
+    title: Annotated[str, StringConstraints(strict=True, max_length=TITLE_CHARS)] = ""
+    turns: _Count
+    created_at: _Text
+    updated_at: _Text
+
+    @property
+    def key(self) -> ListingKey:
+        """Where this row sits in the listing order."""
+        return (self.updated_at, self.session_id)
+
+
+#: A position in a listing: ``(updated_at, session_id)``, ordered descending.
+ListingKey = tuple[str, str]
+
+
+def title_of(session: AgentSession) -> str:
+    """The start of the first user message, whitespace folded, at most ``TITLE_CHARS`` characters."""
+    first = next((m for m in history(session) if isinstance(m, Message) and m.role == "user" and m.text), None)
+    text = " ".join(first.text.split()) if first else ""
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
 def utc_now() -> str:

@@ -65,6 +65,10 @@ class MethodNotAllowedError(AgentServiceError):
     status, code, title = 405, "method_not_allowed", "Method Not Allowed"
 
 
+class UnauthenticatedError(AgentServiceError):
+    status, code, title = 401, "unauthenticated", "Sign-in required"
+
+
 class SessionNotFoundError(AgentServiceError):
     status, code, title = 404, "session_not_found", "Session not found"
 

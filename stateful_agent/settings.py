@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,17 +15,21 @@ from pathlib import Path
 from .errors import ConfigurationError
 
 BACKENDS = ("cosmos", "file", "memory")
+AUTH_MODES = ("none", "easyauth", "header")
 COMPACTION_STRATEGIES = ("messages", "tokens", "none")
 MODEL_PROVIDERS = ("azure_openai", "openai", "echo")
 
 #: Setting name -> one-line description. Defaults live in ``load_settings``.
 SETTINGS: dict[str, str] = {
+    "AUTH_MODE": "Who owns a session: none (function keys, shared) | easyauth (App Service Authentication) | header.",
+    "AUTH_USER_HEADER": "With AUTH_MODE=header: the header a trusted caller names the user in (default X-User-Id).",
+    "EASYAUTH_LOCAL_HEADERS": "true = trust X-MS-CLIENT-PRINCIPAL-* headers without Easy Auth (never in Azure).",
     "MAF_SESSION_BACKEND": "Session store: cosmos | file | memory (default file).",
     "MAF_SESSION_DIR": "Directory of the file store (default ./.sessions).",
     "COSMOS_ENDPOINT": "Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/.",
     "COSMOS_KEY": "Account key, for emulators only; unset = Microsoft Entra ID (managed identity).",
     "COSMOS_DATABASE": "Cosmos database name (default agents).",
-    "COSMOS_CONTAINER": "Cosmos container name, partition key /session_id (default sessions).",
+    "COSMOS_CONTAINER": "Cosmos container name, partition key [/owner, /session_id] (default conversations).",
     "COSMOS_CREATE_CONTAINER": "true = create database and container on first use (local emulators only).",
     "SESSION_TTL_SECONDS": "Seconds an idle session is kept in Cosmos (Cosmos TTL); unset or -1 = forever.",
     "MAX_MESSAGE_BYTES": "Largest accepted user message, UTF-8 bytes (default 32768).",
@@ -54,6 +59,7 @@ SETTINGS: dict[str, str] = {
 LOCAL_ONLY_SETTINGS = frozenset(
     {
         "MAF_SESSION_DIR",
+        "EASYAUTH_LOCAL_HEADERS",
         "COSMOS_KEY",
         "COSMOS_CREATE_CONTAINER",
         "AZURE_OPENAI_API_KEY",
@@ -64,18 +70,25 @@ LOCAL_ONLY_SETTINGS = frozenset(
 )
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer concisely."
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 
 
 @dataclass(frozen=True)
 class Settings:
     """Validated application settings."""
 
+    auth_mode: str = "none"
+    auth_user_header: str = "X-User-Id"
+    easyauth_local_headers: bool = False
+    #: Platform facts (set by App Service, not app settings): Easy Auth is on; the app runs in Azure.
+    easyauth_enabled: bool = False
+    in_azure: bool = False
     backend: str = "file"
     session_dir: Path = Path(".sessions")
     cosmos_endpoint: str | None = None
     cosmos_key: str | None = None
     cosmos_database: str = "agents"
-    cosmos_container: str = "sessions"
+    cosmos_container: str = "conversations"
     cosmos_create_container: bool = False
     session_ttl_seconds: int | None = None
     max_message_bytes: int = 32 * 1024
@@ -141,13 +154,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "MODEL_PROVIDER=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local server."
             )
 
+    user_header = env.text("AUTH_USER_HEADER") or "X-User-Id"
+    if not _HEADER_NAME.fullmatch(user_header):
+        raise ConfigurationError(f"AUTH_USER_HEADER={user_header!r} is not an HTTP header name.")
     return Settings(
+        auth_mode=env.choice("AUTH_MODE", AUTH_MODES, default="none") or "none",
+        auth_user_header=user_header,
+        easyauth_local_headers=env.flag("EASYAUTH_LOCAL_HEADERS"),
+        easyauth_enabled=(env.text("WEBSITE_AUTH_ENABLED") or "").lower() == "true",
+        in_azure=bool(env.text("WEBSITE_INSTANCE_ID") or env.text("WEBSITE_SITE_NAME")),
         backend=backend,
         session_dir=Path(env.text("MAF_SESSION_DIR") or ".sessions"),
         cosmos_endpoint=cosmos_endpoint,
         cosmos_key=env.text("COSMOS_KEY"),
         cosmos_database=env.text("COSMOS_DATABASE") or "agents",
-        cosmos_container=env.text("COSMOS_CONTAINER") or "sessions",
+        cosmos_container=env.text("COSMOS_CONTAINER") or "conversations",
         cosmos_create_container=env.flag("COSMOS_CREATE_CONTAINER"),
         session_ttl_seconds=None if ttl in (None, -1) else ttl,
         max_message_bytes=env.integer("MAX_MESSAGE_BYTES", default=32 * 1024, minimum=1),
@@ -171,6 +192,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
         azure_client_id=env.text("AZURE_CLIENT_ID"),
     )
+
+
+def anonymous_session_routes(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the session routes skip function keys: with ``AUTH_MODE=easyauth`` Easy Auth authenticates
+    the callers, who hold no keys. Read when the app is indexed; an invalid value keeps function keys (and
+    is reported as ``configuration_error`` on the first request)."""
+    value = (os.environ if environ is None else environ).get("AUTH_MODE", "")
+    return value.strip().lower() == "easyauth"
 
 
 def _infer_provider(env: _Env) -> str:

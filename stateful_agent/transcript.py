@@ -36,11 +36,11 @@ def chunk_id(seq: int, nonce: str) -> str:
 
 
 def new_chunk(
-    session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None
+    session_id: str, seq: int, messages: Sequence[Message], ttl_seconds: int | None, owner: str = ""
 ) -> tuple[ChunkRef, str, TranscriptChunk]:
     """A chunk unique to this writer: its entry for the snapshot's list, its id and its document."""
     ref = ChunkRef.model_construct(nonce=uuid.uuid4().hex[:8], count=len(messages))
-    return ref, chunk_id(seq, ref.nonce), TranscriptChunk.build(session_id, seq, messages, ttl_seconds)
+    return ref, chunk_id(seq, ref.nonce), TranscriptChunk.build(session_id, seq, messages, ttl_seconds, owner)
 
 
 async def read_range(
@@ -57,7 +57,7 @@ async def read_range(
     for seq, ref in enumerate(document.transcript):
         chunk_end = offset + ref.count
         if offset < end and start < chunk_end:
-            stored = await store.read_chunk(document.session_id, chunk_id(seq, ref.nonce))
+            stored = await store.read_chunk(document.session_id, chunk_id(seq, ref.nonce), document.owner)
             if stored is None or stored.seq != seq or len(stored.messages) != ref.count:
                 logger.error("Transcript chunk %d of session %r is missing or does not match", seq, document.session_id)
                 raise SessionCorruptError(

@@ -19,7 +19,7 @@ from typing import Any
 
 from agent_framework import Agent, AgentResponse, AgentSession, Message
 
-from . import idempotency, transcript
+from . import idempotency, listing, transcript
 from .compaction import archivable_prefix, build_strategy
 from .documents import RememberedKey, SessionDocument, history, set_history
 from .errors import AgentServiceError, ConfigurationError, ContentFilteredError, SessionNotFoundError
@@ -55,6 +55,7 @@ class PreparedTurn:
     known: int  # messages in the live window before the agent runs
     key: str | None = None
     fingerprint: str | None = None
+    owner: str = ""
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -75,15 +76,19 @@ class TurnService:
             self._agent = self._agent_factory()
         return self._agent
 
-    async def prepare(self, session_id: str, message: str, key: str | None = None) -> PreparedTurn | TurnResult:
-        """Load the session for a turn, or the stored result of a repeated ``key``.
+    async def prepare(
+        self, session_id: str, message: str, key: str | None = None, *, owner: str = ""
+    ) -> PreparedTurn | TurnResult:
+        """Load ``owner``'s session for a turn, or the stored result of a repeated ``key``.
+
+        Another owner's session of the same id is never touched: for this owner it does not exist.
 
         Raises:
             SessionCorruptError: The stored session does not validate or restore.
             IdempotencyKeyReusedError: ``key`` was used with another message.
             StoreUnavailableError: The store cannot be reached.
         """
-        record = await self.store.read(session_id)
+        record = await self.store.read(session_id, owner)
         session = record.document.restore() if record else AgentSession(session_id=session_id)
         request_fingerprint = idempotency.fingerprint(message) if key else None
         if key and record:
@@ -99,10 +104,12 @@ class TurnService:
         )
         if cut:
             set_history(session, live[cut:])
-        return PreparedTurn(session_id, message, record, session, live[:cut], len(live) - cut, key, request_fingerprint)
+        return PreparedTurn(
+            session_id, message, record, session, live[:cut], len(live) - cut, key, request_fingerprint, owner
+        )
 
-    async def run_turn(self, session_id: str, message: str, key: str | None = None) -> TurnResult:
-        """Run one turn of ``session_id`` (created on its first turn) and store it.
+    async def run_turn(self, session_id: str, message: str, key: str | None = None, *, owner: str = "") -> TurnResult:
+        """Run one turn of ``owner``'s session ``session_id`` (created on its first turn) and store it.
 
         Raises:
             ModelError: The model call failed or its reply was incomplete; nothing was stored.
@@ -110,7 +117,7 @@ class TurnService:
             SessionConflictError: Another request changed the session meanwhile; nothing was stored.
             SessionCorruptError, SessionTooLargeError, StoreUnavailableError: see ``prepare`` and the store.
         """
-        prepared = await self.prepare(session_id, message, key)
+        prepared = await self.prepare(session_id, message, key, owner=owner)
         if isinstance(prepared, TurnResult):
             return prepared
         try:
@@ -139,13 +146,13 @@ class TurnService:
             raise model_failure(exc, self.settings, prepared.session_id) from exc
         yield await self._commit(prepared, response.text)
 
-    async def describe(self, session_id: str) -> dict[str, Any]:
+    async def describe(self, session_id: str, *, owner: str = "") -> dict[str, Any]:
         """The session's summary and the user/assistant messages of its live window.
 
         Raises:
             SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
         """
-        record, session = await self._load(session_id)
+        record, session = await self._load(session_id, owner)
         document = record.document
         return {
             "session_id": session_id,
@@ -157,14 +164,14 @@ class TurnService:
             ],
         }
 
-    async def messages(self, session_id: str, *, cursor: str | None, limit: int) -> dict[str, Any]:
+    async def messages(self, session_id: str, *, cursor: str | None, limit: int, owner: str = "") -> dict[str, Any]:
         """One page of the whole transcript, oldest first, with the cursor of the next page.
 
         Raises:
             InvalidCursorError: ``cursor`` is not one this API returned for this session.
             SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
         """
-        record, session = await self._load(session_id)
+        record, session = await self._load(session_id, owner)
         live = history(session)
         total = record.document.archived_count + len(live)
         start = transcript.decode_cursor(cursor, total)
@@ -177,17 +184,33 @@ class TurnService:
             "next_cursor": transcript.encode_cursor(end) if end < total else None,
         }
 
-    async def delete(self, session_id: str) -> None:
-        """Delete the session and its transcript; deleting a missing (or corrupt) one succeeds."""
-        await self.store.remove(session_id)
+    async def delete(self, session_id: str, *, owner: str = "") -> None:
+        """Delete ``owner``'s session and its transcript; a missing (or corrupt) one succeeds, and another
+        owner's session of the same id is untouched."""
+        await self.store.remove(session_id, owner)
+
+    async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> dict[str, Any]:
+        """``owner``'s sessions, most recently updated first, one page, with the cursor of the next.
+
+        Raises:
+            InvalidCursorError: ``cursor`` is not one this API returned.
+            StoreUnavailableError: The store cannot be reached.
+        """
+        after = listing.decode_cursor(cursor)
+        rows = await self.store.list_sessions(owner, limit=limit + 1, after=after)
+        page = rows[:limit]
+        return {
+            "sessions": [row.model_dump() for row in page],
+            "next_cursor": listing.encode_cursor(page[-1].key) if len(rows) > limit else None,
+        }
 
     async def health(self) -> dict[str, str]:
         """Check the store answers; report backend and model."""
         await self.store.ping()
         return {"status": "ok", "backend": self.store.backend, "model": self.settings.model_label}
 
-    async def _load(self, session_id: str) -> tuple[Record, AgentSession]:
-        record = await self.store.read(session_id)
+    async def _load(self, session_id: str, owner: str) -> tuple[Record, AgentSession]:
+        record = await self.store.read(session_id, owner)
         if record is None:
             raise SessionNotFoundError(f"No session with id '{session_id}'.")
         return record, record.document.restore()
@@ -204,7 +227,7 @@ class TurnService:
         chunk_id = chunk = None
         if prepared.archived:
             ref, chunk_id, chunk = transcript.new_chunk(
-                session_id, len(listed), prepared.archived, self.settings.session_ttl_seconds
+                session_id, len(listed), prepared.archived, self.settings.session_ttl_seconds, prepared.owner
             )
             listed.append(ref)
         turn = (previous.turns if previous else 0) + 1
@@ -223,6 +246,7 @@ class TurnService:
         document = SessionDocument.build(
             session_id,
             prepared.session,
+            owner=prepared.owner,
             previous=previous,
             turns=turn,
             ttl_seconds=self.settings.session_ttl_seconds,
@@ -240,7 +264,7 @@ class TurnService:
                 await self.store.replace(session_id, document, record.etag)
         except BaseException as error:
             if chunk_id:
-                await self._discard_chunk(session_id, chunk_id)
+                await self._discard_chunk(session_id, chunk_id, prepared.owner)
             if isinstance(error, AgentServiceError) and error.status == 409 and prepared.key:
                 replay = await self._replay_after_conflict(prepared)
                 if replay is not None:
@@ -271,15 +295,15 @@ class TurnService:
 
     async def _replay_after_conflict(self, prepared: PreparedTurn) -> TurnResult | None:
         """The same request with the same key won the race: answer with its result."""
-        record = await self.store.read(prepared.session_id)
+        record = await self.store.read(prepared.session_id, prepared.owner)
         if record is None or prepared.key is None:
             return None
         return await self._replay(record, record.document.restore(), prepared.key, prepared.fingerprint)
 
-    async def _discard_chunk(self, session_id: str, chunk_id: str) -> None:
+    async def _discard_chunk(self, session_id: str, chunk_id: str, owner: str) -> None:
         """Best effort: an unlisted chunk is invisible anyway, and removed with the session."""
         try:
-            await self.store.delete_chunk(session_id, chunk_id)
+            await self.store.delete_chunk(session_id, chunk_id, owner)
         except Exception as exc:
             logger.warning("Could not remove unused transcript chunk %s of %r: %s", chunk_id, session_id, exc)
 

@@ -161,11 +161,11 @@ def service_for(settings: Settings, client: BaseChatClient) -> TurnService:
     return build_service(settings, chat_client=client)
 
 
-async def write_raw(store: SnapshotStore, session_id: str, body: dict[str, Any]) -> str:
+async def write_raw(store: SnapshotStore, session_id: str, body: dict[str, Any], owner: str = "") -> str:
     """Store ``body`` as the session's document as it is, bypassing the model (to plant corrupt data)."""
-    return await store._upsert(session_id, body)
+    return await store._upsert(owner, session_id, body)
 
 
-async def read_raw(store: SnapshotStore, session_id: str) -> tuple[dict[str, Any], str] | None:
+async def read_raw(store: SnapshotStore, session_id: str, owner: str = "") -> tuple[dict[str, Any], str] | None:
     """The stored object and ETag exactly as the backend holds them (no validation)."""
-    return await store._read(session_id)
+    return await store._read(owner, session_id)

@@ -13,9 +13,9 @@ from tests.conftest import DURABLE_BACKENDS, ROOT
 from tests.support import ScriptedChatClient, service_for
 
 
-def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message: str) -> dict:
+def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message: str, *user: str) -> dict:
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.one_turn", session_id, message],
+        [sys.executable, "-m", "tests.one_turn", session_id, message, *user],
         cwd=ROOT,
         env=clean_env(**settings_env),
         capture_output=True,
@@ -27,9 +27,7 @@ def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message:
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
-async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_settings):
-    settings = backend_settings(backend)
+def _environment(backend: str, settings) -> dict[str, str]:
     env = {"MAF_SESSION_BACKEND": backend, "MAF_SESSION_DIR": str(settings.session_dir)}
     if backend == "cosmos":
         env |= {
@@ -39,6 +37,13 @@ async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_sett
             "COSMOS_CONTAINER": settings.cosmos_container,
             "COSMOS_CREATE_CONTAINER": "true",
         }
+    return env
+
+
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
+async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_settings):
+    settings = backend_settings(backend)
+    env = _environment(backend, settings)
 
     first = _turn_in_new_process(env, "cold-1", "My name is Ada.")
     second = _turn_in_new_process(env, "cold-1", "What is my name?")
@@ -64,4 +69,20 @@ async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_sett
         first_reply,
         "What is my name?",
         second["body"]["reply"],
+    ]
+
+
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
+async def test_ownership_survives_cold_starts(backend, backend_settings):
+    """Alice's and Bob's "demo" stay two sessions across new processes: neither sees the other's turns."""
+    env = _environment(backend, backend_settings(backend)) | {"AUTH_MODE": "easyauth", "EASYAUTH_LOCAL_HEADERS": "true"}
+
+    alice_1 = _turn_in_new_process(env, "demo", "I am Alice.", "alice")
+    bob_1 = _turn_in_new_process(env, "demo", "I am Bob.", "bob")
+    alice_2 = _turn_in_new_process(env, "demo", "Who am I?", "alice")
+
+    assert (alice_1["body"]["turn"], bob_1["body"]["turn"], alice_2["body"]["turn"]) == (1, 1, 2)
+    assert bob_1["model_requests"] == [[["user", "I am Bob."]]]
+    assert alice_2["model_requests"] == [
+        [["user", "I am Alice."], ["assistant", alice_1["body"]["reply"]], ["user", "Who am I?"]]
     ]

@@ -26,19 +26,18 @@ def _listed(document) -> set[str]:
     return {transcript.chunk_id(seq, ref.nonce) for seq, ref in enumerate(document.transcript)}
 
 
-async def stored_chunk_ids(store, session_id: str, cosmos: dict | None = None) -> set[str]:
+async def stored_chunk_ids(store, session_id: str, cosmos: dict | None = None, owner: str = "") -> set[str]:
     """Every transcript chunk the backend holds for a session, listed or not."""
     if store.backend == "memory":
-        return set(store._chunks.get(session_id, {}))
+        return set(store._chunks.get((owner, session_id), {}))
     if store.backend == "file":
-        folder = store._chunk_dir(store._path(session_id))
+        folder = store._chunk_dir(store._path(owner, session_id))
         return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
     async with CosmosClient(cosmos["endpoint"], credential=cosmos["key"], enable_endpoint_discovery=False) as client:
         container = client.get_database_client(cosmos["database"]).get_container_client(store.container_name)
-        query = "SELECT c.id FROM c WHERE c.session_id = @sid AND c.kind = 'transcript'"
-        items = container.query_items(
-            query, parameters=[{"name": "@sid", "value": session_id}], partition_key=session_id
-        )
+        query = "SELECT c.id FROM c WHERE c.owner = @owner AND c.session_id = @sid AND c.kind = 'transcript'"
+        parameters = [{"name": "@owner", "value": owner}, {"name": "@sid", "value": session_id}]
+        items = container.query_items(query, parameters=parameters, partition_key=[owner, session_id])
         return {item["id"] async for item in items}
 
 
@@ -133,7 +132,8 @@ async def test_delete_removes_the_snapshot_and_every_transcript_chunk(make_servi
     service = make_service(backend, compaction_max_messages=4)
     for i in range(8):
         await service.run_turn("s1", f"m{i}")
-    await service.store._create_chunk("s1", "~t~99~leftover", {"session_id": "s1", "kind": "transcript"})  # a stray
+    stray = {"owner": "", "session_id": "s1", "kind": "transcript"}
+    await service.store._create_chunk("", "s1", "~t~99~leftover", stray)
     cosmos = request.getfixturevalue("cosmos") if backend == "cosmos" else None
     assert len(await stored_chunk_ids(service.store, "s1", cosmos)) > 1
 

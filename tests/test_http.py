@@ -58,6 +58,7 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
         ("POST", "sessions/{session_id}/turns"): "function",
         ("GET", "sessions/{session_id}/messages"): "function",
         ("POST", "sessions"): "function",
+        ("GET", "sessions"): "function",
         ("GET", "sessions/{session_id}"): "function",
         ("DELETE", "sessions/{session_id}"): "function",
         ("GET", "health"): "anonymous",
@@ -241,7 +242,7 @@ async def test_configuration_errors_are_reported_as_problems(monkeypatch):
 async def test_unexpected_errors_are_500s_without_internals(client_for, make_service, caplog):
     service, client = await _client(client_for, make_service, "memory")
 
-    async def broken_read(session_id):
+    async def broken_read(session_id, owner=""):
         raise RuntimeError("internal secret path /srv/x")
 
     service.store.read = broken_read

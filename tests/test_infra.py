@@ -13,7 +13,7 @@ from tests.bicep import INFRA, ROOT, app_settings, run_checkov, syntax_errors
 
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 SAMPLES = ROOT / "tests" / "infra_samples"
-CUSTOM_CHECKS = ["CKV_SAF_1", "CKV_SAF_2", "CKV_SAF_3", "CKV_SAF_4", "CKV_SAF_5"]
+CUSTOM_CHECKS = ["CKV_SAF_1", "CKV_SAF_2", "CKV_SAF_3", "CKV_SAF_4", "CKV_SAF_5", "CKV_SAF_6"]
 
 #: Set by the infrastructure for the Functions host and telemetry, not read by the app.
 PLATFORM_SETTINGS = {
@@ -210,3 +210,37 @@ def test_azure_yaml_deploys_one_python_function_service():
     assert "    language: python\n" in text
     assert "    host: function\n" in text
     assert "'azd-service-name': 'api'" in (INFRA / "modules" / "function-app.bicep").read_text()
+
+
+def test_the_container_matches_what_the_cosmos_store_creates_and_queries():
+    """Partition key and indexing policy: the deployed container and the store's own (local) one are the same."""
+    from stateful_agent.stores.cosmos import INDEXING_POLICY, PARTITION_KEY_PATHS
+
+    cosmos = (INFRA / "modules" / "cosmos.bicep").read_text()
+    partition = re.search(r"partitionKey: \{\s*paths: \[([^\]]*)\]\s*kind: '(\w+)'", cosmos)
+    assert partition, "the container has no partitionKey block"
+    assert re.findall(r"'([^']+)'", partition.group(1)) == PARTITION_KEY_PATHS
+    assert partition.group(2) == "MultiHash"
+    policy = cosmos[cosmos.index("indexingPolicy: {") : cosmos.index("options:")]
+    included = policy[policy.index("includedPaths") : policy.index("excludedPaths")]
+    excluded = policy[policy.index("excludedPaths") : policy.index("compositeIndexes")]
+    composite = policy[policy.index("compositeIndexes") :]
+    assert re.findall(r"path: '([^']+)'", included) == [p["path"] for p in INDEXING_POLICY["includedPaths"]]
+    assert re.findall(r"path: '([^']+)'", excluded) == [p["path"] for p in INDEXING_POLICY["excludedPaths"]]
+    assert re.findall(r"path: '([^']+)'\s*order: '(\w+)'", composite) == [
+        (p["path"], p["order"]) for index in INDEXING_POLICY["compositeIndexes"] for p in index
+    ]
+
+
+def test_easy_auth_is_configured_only_when_an_app_registration_is_given():
+    main = (INFRA / "main.bicep").read_text()
+    module = (INFRA / "modules" / "function-app.bicep").read_text()
+    assert re.search(r"^param authClientId string = ''$", main, re.MULTILINE)  # off by default
+    assert "    authClientId: authClientId\n" in main
+    assert "var easyAuth = !empty(authClientId)" in module
+    assert re.search(r"^resource \w+ 'Microsoft\.Web/sites/config@[\d-]+' = if \(easyAuth\) \{\n", module, re.MULTILINE)
+    assert module.count("name: 'authsettingsV2'") == 1
+    assert "AUTH_MODE: easyAuth ? 'easyauth' : 'none'" in module
+    auth = module[module.index("name: 'authsettingsV2'") : module.index("resource ftpPublishing")]
+    assert "excludedPaths: [\n        '/api/health'\n      ]" in auth
+    assert "clientSecret" not in auth  # keyless: bearer tokens need no secret

@@ -25,7 +25,8 @@ def test_defaults_need_no_configuration():
     assert settings.max_message_bytes == 32 * 1024
     assert settings.max_snapshot_bytes == 1_572_864
     assert settings.session_ttl_seconds is None
-    assert (settings.cosmos_database, settings.cosmos_container) == ("agents", "sessions")
+    assert (settings.cosmos_database, settings.cosmos_container) == ("agents", "conversations")
+    assert (settings.auth_mode, settings.easyauth_enabled, settings.in_azure) == ("none", False, False)
 
 
 def test_the_sample_settings_file_lists_every_setting_and_loads():

@@ -166,7 +166,7 @@ async def test_cosmos_missing_session_is_a_404_from_the_server(make_service, cos
     async with CosmosClient(cosmos["endpoint"], credential=cosmos["key"], enable_endpoint_discovery=False) as client:
         container = client.get_database_client(cosmos["database"]).get_container_client(store.container_name)
         with pytest.raises(CosmosResourceNotFoundError) as raised:
-            await container.read_item("no-such-session", partition_key="no-such-session")
+            await container.read_item("no-such-session", partition_key=["", "no-such-session"])
     assert raised.value.status_code == 404
 
 
@@ -177,9 +177,9 @@ async def test_cosmos_document_layout(make_service, cosmos):
     await store.set("a/b", session)
     async with CosmosClient(cosmos["endpoint"], credential=cosmos["key"], enable_endpoint_discovery=False) as client:
         container = client.get_database_client(cosmos["database"]).get_container_client(store.container_name)
-        item = await container.read_item(document_id("a/b"), partition_key="a/b")
+        item = await container.read_item(document_id("a/b"), partition_key=["", "a/b"])
     assert item["id"] == document_id("a/b")
-    assert item["session_id"] == "a/b"
+    assert (item["owner"], item["session_id"]) == ("", "a/b")
     assert item["schema_version"] == documents.SCHEMA_VERSION
     assert item["ttl"] == 3600
     assert item["turns"] == 1
@@ -189,7 +189,7 @@ async def test_cosmos_document_layout(make_service, cosmos):
 async def test_unparseable_file_snapshot_is_reported_corrupt_and_kept(make_service):
     store = make_service("file").store
     await store.set("s1", _session("s1", "hello"))
-    path = store._path("s1")
+    path = store._path("", "s1")
     path.write_text("{not json")
     with pytest.raises(SessionCorruptError):
         await store.get("s1")

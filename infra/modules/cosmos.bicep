@@ -61,29 +61,51 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
   properties: {
     resource: {
       id: containerName
+      // Hierarchical: a user's sessions share the first level (listing is one prefix query), each session is
+      // its own logical partition (no 20 GB or hot-partition limit per user, nor for AUTH_MODE=none's shared owner).
       partitionKey: {
         paths: [
+          '/owner'
           '/session_id'
         ]
-        kind: 'Hash'
+        kind: 'MultiHash'
         version: 2
       }
       defaultTtl: -1
+      // The same policy as INDEXING_POLICY in stateful_agent/stores/cosmos.py (tests/test_infra.py compares them).
       indexingPolicy: {
         indexingMode: 'consistent'
         automatic: true
         includedPaths: [
+          {
+            path: '/owner/?'
+          }
           {
             path: '/session_id/?'
           }
           {
             path: '/kind/?'
           }
+          {
+            path: '/updated_at/?'
+          }
         ]
         excludedPaths: [
           {
             path: '/*'
           }
+        ]
+        compositeIndexes: [
+          [
+            {
+              path: '/updated_at'
+              order: 'descending'
+            }
+            {
+              path: '/session_id'
+              order: 'descending'
+            }
+          ]
         ]
       }
     }

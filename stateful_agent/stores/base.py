@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from agent_framework import AgentSession, Message, SessionStore
+from pydantic import ValidationError
 
-from ..documents import SessionDocument, TranscriptChunk, history
+from ..documents import ListingKey, SessionDocument, SessionSummary, TranscriptChunk, history
 from ..errors import SessionConflictError, StoreUnavailableError
 
 # We build on MAF's SessionStore knowingly (pinned version, contract-tested); its notice is not news.
@@ -56,25 +57,29 @@ class SnapshotStore(SessionStore, ABC):
         self.max_snapshot_bytes = max_snapshot_bytes
 
     # -- typed operations ----------------------------------------------------
+    # ``owner`` scopes every session: the same id under two owners is two sessions, and nothing of one
+    # owner's is reachable with another's (``""``: no identity, AUTH_MODE=none and MAF's contract).
 
-    async def read(self, session_id: str) -> Record | None:
-        """The validated document of ``session_id`` and its ETag, or ``None`` when absent.
+    async def read(self, session_id: str, owner: str = "") -> Record | None:
+        """The validated document of ``owner``'s session ``session_id`` and its ETag, or ``None`` when absent.
 
         Raises:
-            SessionCorruptError: The stored document does not match the model.
+            SessionCorruptError: The stored document does not match the model (or names another owner).
             StoreUnavailableError: The store cannot be reached.
         """
-        stored = await self._read(session_id)
-        return None if stored is None else Record(SessionDocument.parse(stored[0], session_id), stored[1])
+        stored = await self._read(owner, session_id)
+        return None if stored is None else Record(SessionDocument.parse(stored[0], session_id, owner), stored[1])
 
     async def create(self, session_id: str, document: SessionDocument) -> str:
-        """Store a new document and return its ETag.
+        """Store a new document (for ``document.owner``) and return its ETag.
 
         Raises:
             SessionConflictError: The session exists (and not because of this very write).
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        return await self._recognised(session_id, document.write_id, self._create(session_id, document.stored()))
+        owner = document.owner
+        write = self._create(owner, session_id, document.stored())
+        return await self._recognised(owner, session_id, document.write_id, write)
 
     async def replace(self, session_id: str, document: SessionDocument, etag: str) -> str:
         """Replace the document if its ETag is still ``etag``; return the new ETag.
@@ -83,8 +88,9 @@ class SnapshotStore(SessionStore, ABC):
             SessionConflictError: Another request changed or deleted the session meanwhile.
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        write = self._replace(session_id, document.stored(), etag)
-        return await self._recognised(session_id, document.write_id, write)
+        owner = document.owner
+        write = self._replace(owner, session_id, document.stored(), etag)
+        return await self._recognised(owner, session_id, document.write_id, write)
 
     async def upsert(self, session_id: str, document: SessionDocument) -> str:
         """Store the document unconditionally; return its ETag.
@@ -92,51 +98,70 @@ class SnapshotStore(SessionStore, ABC):
         Raises:
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        return await self._recognised(session_id, document.write_id, self._upsert(session_id, document.stored()))
+        owner = document.owner
+        write = self._upsert(owner, session_id, document.stored())
+        return await self._recognised(owner, session_id, document.write_id, write)
 
-    async def remove(self, session_id: str) -> None:
-        """Delete the snapshot, then every transcript chunk of the session; missing ones are no error.
+    async def remove(self, session_id: str, owner: str = "") -> None:
+        """Delete ``owner``'s snapshot, then every transcript chunk of it; missing ones are no error.
 
         Raises:
             StoreUnavailableError: The store cannot be reached.
         """
-        await self._remove(session_id)
+        await self._remove(owner, session_id)
 
     async def write_chunk(self, session_id: str, chunk_id: str, chunk: TranscriptChunk) -> None:
-        """Store a transcript chunk under a new, unique ``chunk_id``.
+        """Store a transcript chunk (for ``chunk.owner``) under a new, unique ``chunk_id``.
 
         Raises:
             SessionConflictError: The id is taken (by another writer).
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
+        owner = chunk.owner
 
         async def write() -> str:
-            await self._create_chunk(session_id, chunk_id, chunk.stored())
+            await self._create_chunk(owner, session_id, chunk_id, chunk.stored())
             return ""
 
         async def read_back() -> Stored | None:
-            stored = await self._read_chunk(session_id, chunk_id)
+            stored = await self._read_chunk(owner, session_id, chunk_id)
             return None if stored is None else (stored, "")
 
-        await self._recognised(session_id, chunk.write_id, write(), read_back)
+        await self._recognised(owner, session_id, chunk.write_id, write(), read_back)
 
-    async def read_chunk(self, session_id: str, chunk_id: str) -> TranscriptChunk | None:
+    async def read_chunk(self, session_id: str, chunk_id: str, owner: str = "") -> TranscriptChunk | None:
         """The validated transcript chunk, or ``None`` when absent.
 
         Raises:
-            SessionCorruptError: The stored chunk does not match the model.
+            SessionCorruptError: The stored chunk does not match the model (or names another owner).
             StoreUnavailableError: The store cannot be reached.
         """
-        stored = await self._read_chunk(session_id, chunk_id)
-        return None if stored is None else TranscriptChunk.parse(stored, session_id)
+        stored = await self._read_chunk(owner, session_id, chunk_id)
+        return None if stored is None else TranscriptChunk.parse(stored, session_id, owner)
 
-    async def delete_chunk(self, session_id: str, chunk_id: str) -> None:
+    async def delete_chunk(self, session_id: str, chunk_id: str, owner: str = "") -> None:
         """Delete a transcript chunk; a missing one is not an error.
 
         Raises:
             StoreUnavailableError: The store cannot be reached.
         """
-        await self._delete_chunk(session_id, chunk_id)
+        await self._delete_chunk(owner, session_id, chunk_id)
+
+    async def list_sessions(self, owner: str, *, limit: int, after: ListingKey | None = None) -> list[SessionSummary]:
+        """``owner``'s sessions, most recently updated first, starting after ``after``; at most ``limit``.
+
+        A stored snapshot that does not validate is left out (and logged): opening it reports it.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
+        summaries = []
+        for stored in await self._list(owner, limit, after):
+            try:
+                summaries.append(SessionSummary.model_validate(stored))
+            except ValidationError as exc:
+                logger.error("A stored session of owner %r does not list: %s", owner, exc)
+        return summaries
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailableError`` when the store cannot serve requests."""
@@ -153,36 +178,41 @@ class SnapshotStore(SessionStore, ABC):
     # -- storage primitives (backends) ----------------------------------------
 
     @abstractmethod
-    async def _read(self, session_id: str) -> Stored | None:
+    async def _read(self, owner: str, session_id: str) -> Stored | None:
         """The stored snapshot object (without backend fields) and its ETag, or ``None``."""
 
     @abstractmethod
-    async def _create(self, session_id: str, body: dict[str, Any]) -> str:
+    async def _create(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
         """Store a new snapshot object; ``SessionConflictError`` if one exists. Return the ETag."""
 
     @abstractmethod
-    async def _replace(self, session_id: str, body: dict[str, Any], etag: str) -> str:
+    async def _replace(self, owner: str, session_id: str, body: dict[str, Any], etag: str) -> str:
         """Replace the snapshot object if its ETag is ``etag``, else ``SessionConflictError``."""
 
     @abstractmethod
-    async def _upsert(self, session_id: str, body: dict[str, Any]) -> str:
+    async def _upsert(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
         """Store the snapshot object unconditionally. Return the ETag."""
 
     @abstractmethod
-    async def _remove(self, session_id: str) -> None:
+    async def _remove(self, owner: str, session_id: str) -> None:
         """Delete the snapshot object, then every other object of the session."""
 
     @abstractmethod
-    async def _create_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
+    async def _create_chunk(self, owner: str, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
         """Store a chunk object under a new id; ``SessionConflictError`` if the id is taken."""
 
     @abstractmethod
-    async def _read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+    async def _read_chunk(self, owner: str, session_id: str, chunk_id: str) -> dict[str, Any] | None:
         """The stored chunk object, or ``None``."""
 
     @abstractmethod
-    async def _delete_chunk(self, session_id: str, chunk_id: str) -> None:
+    async def _delete_chunk(self, owner: str, session_id: str, chunk_id: str) -> None:
         """Delete a chunk object; a missing one is not an error."""
+
+    @abstractmethod
+    async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
+        """Up to ``limit`` of ``owner``'s snapshot objects ordered by ``(updated_at, session_id)`` descending,
+        strictly after ``after``; each with at least the fields of ``SessionSummary``."""
 
     # -- MAF SessionStore contract ---------------------------------------------
 
@@ -239,6 +269,7 @@ class SnapshotStore(SessionStore, ABC):
 
     async def _recognised(
         self,
+        owner: str,
         session_id: str,
         write_id: str | None,
         write: Awaitable[str],
@@ -250,13 +281,24 @@ class SnapshotStore(SessionStore, ABC):
             return await write
         except (SessionConflictError, StoreUnavailableError):
             try:
-                stored = await (read_back or (lambda: self._read(session_id)))()
+                stored = await (read_back or (lambda: self._read(owner, session_id)))()
             except Exception:  # the store is still away: the outcome stays unknown
                 stored = None
             if write_id is None or stored is None or stored[0].get("write_id") != write_id:
                 raise
             logger.warning("A write to session %r landed although its answer was lost; recognised as ours", session_id)
             return stored[1]
+
+
+def listing_order(stored: list[dict[str, Any]], limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
+    """For backends that list by scanning: ``limit`` objects after ``after``, newest ``updated_at`` first
+    (ties by ``session_id``, descending), as Cosmos DB's indexed query orders them."""
+
+    def key(item: dict[str, Any]) -> ListingKey:
+        return (str(item.get("updated_at", "")), str(item.get("session_id", "")))
+
+    rows = sorted((item for item in stored if after is None or key(item) < after), key=key, reverse=True)
+    return rows[:limit]
 
 
 def _user_turns(session: AgentSession) -> int:

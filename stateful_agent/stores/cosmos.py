@@ -1,8 +1,11 @@
-"""Cosmos DB (NoSQL) store: one document per session, partition key ``/session_id``.
+"""Cosmos DB (NoSQL) store: one document per session, hierarchical partition key ``[/owner, /session_id]``.
 
 A turn costs one point read and one conditional write (create, or replace with
 ``If-Match``); a turn that archives messages adds one transcript chunk write, in
-the same partition. The async client is created on first use and reused by the process.
+the same logical partition. Listing an owner's sessions is one query on the owner
+prefix of the key, served by the composite index on ``(updated_at, session_id)``,
+so its cost follows the owner's sessions, not the number of owners. The async
+client is created on first use and reused by the process.
 Authentication is Microsoft Entra ID (managed identity in Azure) unless a key is
 configured for an emulator.
 """
@@ -26,7 +29,14 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
-from ..errors import SessionConflictError, SessionTooLargeError, StoreUnavailableError
+from ..documents import ListingKey
+from ..errors import (
+    AgentServiceError,
+    ConfigurationError,
+    SessionConflictError,
+    SessionTooLargeError,
+    StoreUnavailableError,
+)
 from .base import SnapshotStore, Stored
 
 logger = logging.getLogger(__name__)
@@ -35,8 +45,24 @@ _LITERAL_ID = re.compile(r"[A-Za-z0-9._:-]+")
 _ENCODED_PREFIX = "~"  # never part of a literal id, so encoded and literal ids cannot collide
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _MAX_ITEM_ID_BYTES = 1023  # Cosmos DB's limit on an item id
-#: Cosmos DB's limit on a partition key value (hierarchical/large partition keys, version 2).
-MAX_PARTITION_KEY_BYTES = 2048
+#: The longest session id, in UTF-8 bytes: with the owner it stays inside Cosmos DB's 2,048-byte partition key.
+MAX_PARTITION_KEY_BYTES = 1024
+PARTITION_KEY_PATHS = ["/owner", "/session_id"]
+#: The container's indexing policy: what reads and listings filter and sort on; ``infra/`` deploys the same.
+INDEXING_POLICY: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [{"path": "/owner/?"}, {"path": "/session_id/?"}, {"path": "/kind/?"}, {"path": "/updated_at/?"}],
+    "excludedPaths": [{"path": "/*"}],
+    "compositeIndexes": [
+        [{"path": "/updated_at", "order": "descending"}, {"path": "/session_id", "order": "descending"}],
+    ],
+}
+_LISTING = (
+    "SELECT TOP @limit c.session_id, c.title, c.turns, c.created_at, c.updated_at FROM c "
+    "WHERE c.owner = @owner AND c.kind = 'snapshot'{after} ORDER BY c.updated_at DESC, c.session_id DESC"
+)
+_AFTER = " AND (c.updated_at < @updated_at OR (c.updated_at = @updated_at AND c.session_id < @session_id))"
 
 
 def document_id(session_id: str) -> str:
@@ -110,7 +136,7 @@ class CosmosSnapshotStore(SnapshotStore):
 
     @staticmethod
     def validate_session_id(session_id: str) -> None:
-        """Any non-empty id whose partition key value fits Cosmos DB's limit.
+        """Any non-empty id that fits Cosmos DB's partition key limit together with its owner.
 
         Raises:
             ValueError: The id is empty, or longer than ``MAX_PARTITION_KEY_BYTES`` in UTF-8.
@@ -119,15 +145,15 @@ class CosmosSnapshotStore(SnapshotStore):
         if len(session_id.encode("utf-8", "surrogatepass")) > MAX_PARTITION_KEY_BYTES:
             raise ValueError(f"session_id must be at most {MAX_PARTITION_KEY_BYTES} bytes in UTF-8 for Cosmos DB")
 
-    async def _read(self, session_id: str) -> Stored | None:
-        item = await self._read_item(session_id, document_id(session_id))
+    async def _read(self, owner: str, session_id: str) -> Stored | None:
+        item = await self._read_item(owner, session_id, document_id(session_id))
         return None if item is None else (_without_system_properties(item), item["_etag"])
 
-    async def _create(self, session_id: str, body: dict[str, Any]) -> str:
+    async def _create(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
         container = await self._open()
         return await self._write(session_id, container.create_item, body=self._body(session_id, body))
 
-    async def _replace(self, session_id: str, body: dict[str, Any], etag: str) -> str:
+    async def _replace(self, owner: str, session_id: str, body: dict[str, Any], etag: str) -> str:
         container = await self._open()
         return await self._write(
             session_id,
@@ -138,39 +164,53 @@ class CosmosSnapshotStore(SnapshotStore):
             match_condition=MatchConditions.IfNotModified,
         )
 
-    async def _upsert(self, session_id: str, body: dict[str, Any]) -> str:
+    async def _upsert(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
         container = await self._open()
         return await self._write(session_id, container.upsert_item, body=self._body(session_id, body))
 
-    async def _remove(self, session_id: str) -> None:
+    async def _remove(self, owner: str, session_id: str) -> None:
         container = await self._open()
+        key = [owner, session_id]
         try:
-            await _delete_if_present(container, document_id(session_id), session_id)
-            # Then every other item of the partition: transcript chunks, and leftovers of lost races.
+            await _delete_if_present(container, document_id(session_id), key)
+            # Then every other item of the logical partition: transcript chunks, and leftovers of lost races.
             leftovers = container.query_items(
-                "SELECT c.id FROM c WHERE c.session_id = @session_id",
-                parameters=[{"name": "@session_id", "value": session_id}],
-                partition_key=session_id,
+                "SELECT c.id FROM c WHERE c.owner = @owner AND c.session_id = @session_id",
+                parameters=[{"name": "@owner", "value": owner}, {"name": "@session_id", "value": session_id}],
+                partition_key=key,
             )
             async for item in leftovers:
-                await _delete_if_present(container, item["id"], session_id)
+                await _delete_if_present(container, item["id"], key)
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
 
-    async def _create_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
+    async def _create_chunk(self, owner: str, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
         container = await self._open()
         await self._write(session_id, container.create_item, body={"id": chunk_id, **body})
 
-    async def _read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
-        item = await self._read_item(session_id, chunk_id)
+    async def _read_chunk(self, owner: str, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        item = await self._read_item(owner, session_id, chunk_id)
         return None if item is None else _without_system_properties(item)
 
-    async def _delete_chunk(self, session_id: str, chunk_id: str) -> None:
+    async def _delete_chunk(self, owner: str, session_id: str, chunk_id: str) -> None:
         container = await self._open()
         try:
-            await _delete_if_present(container, chunk_id, session_id)
+            await _delete_if_present(container, chunk_id, [owner, session_id])
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
+
+    async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
+        """One query on the owner's prefix of the partition key, served by the composite index."""
+        container = await self._open()
+        parameters: list[dict[str, Any]] = [{"name": "@limit", "value": limit}, {"name": "@owner", "value": owner}]
+        if after is not None:
+            parameters += [{"name": "@updated_at", "value": after[0]}, {"name": "@session_id", "value": after[1]}]
+        query = _LISTING.format(after=_AFTER if after is not None else "")
+        try:
+            items = container.query_items(query, parameters=parameters, partition_key=[owner], max_item_count=limit)
+            return [item async for item in items]
+        except AzureError as exc:
+            raise _store_error(exc, None) from exc
 
     async def ping(self) -> None:
         container = await self._open()
@@ -192,10 +232,10 @@ class CosmosSnapshotStore(SnapshotStore):
     def _body(session_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"id": document_id(session_id), **body}
 
-    async def _read_item(self, session_id: str, item_id: str) -> dict[str, Any] | None:
+    async def _read_item(self, owner: str, session_id: str, item_id: str) -> dict[str, Any] | None:
         container = await self._open()
         try:
-            return await container.read_item(item_id, partition_key=session_id)
+            return await container.read_item(item_id, partition_key=[owner, session_id])
         except CosmosResourceNotFoundError:
             return None
         except AzureError as exc:
@@ -240,7 +280,10 @@ class CosmosSnapshotStore(SnapshotStore):
         if self._create_container:
             database = await self._client.create_database_if_not_exists(self.database_name)
             return await database.create_container_if_not_exists(
-                self.container_name, partition_key=PartitionKey(path="/session_id"), default_ttl=-1
+                self.container_name,
+                partition_key=PartitionKey(path=PARTITION_KEY_PATHS, kind="MultiHash"),
+                indexing_policy=INDEXING_POLICY,
+                default_ttl=-1,
             )
         return database.get_container_client(self.container_name)
 
@@ -266,9 +309,9 @@ def _without_system_properties(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k != "id" and not k.startswith("_")}
 
 
-async def _delete_if_present(container: ContainerProxy, item_id: str, session_id: str) -> None:
+async def _delete_if_present(container: ContainerProxy, item_id: str, key: list[str]) -> None:
     with contextlib.suppress(CosmosResourceNotFoundError):
-        await container.delete_item(item_id, partition_key=session_id)
+        await container.delete_item(item_id, partition_key=key)
 
 
 def retry_after_seconds(retry_after_ms: object, default: int = 2) -> int:
@@ -280,10 +323,15 @@ def retry_after_seconds(retry_after_ms: object, default: int = 2) -> int:
     return max(1, math.ceil(milliseconds / 1000)) if math.isfinite(milliseconds) and milliseconds >= 0 else default
 
 
-def _store_error(exc: AzureError, session_id: str | None) -> StoreUnavailableError:
+def _store_error(exc: AzureError, session_id: str | None) -> AgentServiceError:
     """Log a Cosmos failure with its details; return the error a client may see."""
     status = getattr(exc, "status_code", None)
     logger.error("Cosmos DB request failed (session %r, status %s): %s", session_id, status, exc)
+    if status == 400:  # the request does not fit the container: most often a container of an older layout
+        return ConfigurationError(
+            "Cosmos DB refused the request as malformed. The container must be partitioned by "
+            "[/owner, /session_id] (see the README's migration notes)."
+        )
     retry_after = retry_after_seconds((getattr(exc, "headers", None) or {}).get("x-ms-retry-after-ms"))
     state = "busy" if status == 429 else "unavailable"
     return StoreUnavailableError(f"The session store is {state}; retry later.", retry_after_seconds=retry_after)

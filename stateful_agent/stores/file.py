@@ -1,6 +1,8 @@
 """File store: one JSON file per session under ``MAF_SESSION_DIR``, for local runs.
 
-Transcript chunks live beside it, in ``<file stem>.transcript/<chunk id>.json``.
+Transcript chunks live beside it, in ``<file stem>.transcript/<chunk id>.json``. Sessions without an
+owner (``AUTH_MODE=none``) sit in the directory itself, as before identities existed; each owner's
+sessions sit in ``.owners/<owner's file stem>/``.
 
 File names follow MAF's ``FileSessionStore`` (so sessions stored by earlier
 versions keep their files): an id made only of lowercase ASCII letters, digits,
@@ -29,9 +31,10 @@ from typing import Any, TypeVar
 
 from agent_framework import FileSessionStore
 
+from ..documents import ListingKey
 from ..errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
 from ..jsontext import encode_json
-from .base import SnapshotStore, Stored, logger
+from .base import SnapshotStore, Stored, listing_order, logger
 
 T = TypeVar("T")
 
@@ -75,21 +78,21 @@ class FileSnapshotStore(SnapshotStore):
         self._root = self.directory.resolve()
         self._lock_path = self.directory / ".write.lock"
 
-    async def _read(self, session_id: str) -> Stored | None:
-        path = self._path(session_id)
+    async def _read(self, owner: str, session_id: str) -> Stored | None:
+        path = self._path(owner, session_id)
         return await self._run(lambda: self._read_file(path, session_id))
 
-    async def _create(self, session_id: str, body: dict[str, Any]) -> str:
-        return await self._write(session_id, body, expected=None, conditional=True)
+    async def _create(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
+        return await self._write(owner, session_id, body, expected=None, conditional=True)
 
-    async def _replace(self, session_id: str, body: dict[str, Any], etag: str) -> str:
-        return await self._write(session_id, body, expected=etag, conditional=True)
+    async def _replace(self, owner: str, session_id: str, body: dict[str, Any], etag: str) -> str:
+        return await self._write(owner, session_id, body, expected=etag, conditional=True)
 
-    async def _upsert(self, session_id: str, body: dict[str, Any]) -> str:
-        return await self._write(session_id, body, expected=None, conditional=False)
+    async def _upsert(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
+        return await self._write(owner, session_id, body, expected=None, conditional=False)
 
-    async def _remove(self, session_id: str) -> None:
-        path = self._path(session_id)
+    async def _remove(self, owner: str, session_id: str) -> None:
+        path = self._path(owner, session_id)
 
         def remove() -> None:
             with self._exclusive():
@@ -98,21 +101,21 @@ class FileSnapshotStore(SnapshotStore):
 
         await self._run(remove)
 
-    async def _create_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
-        chunk = self._chunk_path(session_id, chunk_id)
+    async def _create_chunk(self, owner: str, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
+        chunk = self._chunk_path(owner, session_id, chunk_id)
         payload = encode_json(body)
 
         def write() -> None:
             with self._exclusive():
                 if chunk.exists():
                     raise SessionConflictError(f"Transcript chunk {chunk_id} of session '{session_id}' exists.")
-                chunk.parent.mkdir(exist_ok=True)
+                chunk.parent.mkdir(parents=True, exist_ok=True)
                 replace_atomically(chunk, payload)
 
         await self._run(write)
 
-    async def _read_chunk(self, session_id: str, chunk_id: str) -> dict[str, Any] | None:
-        chunk = self._chunk_path(session_id, chunk_id)
+    async def _read_chunk(self, owner: str, session_id: str, chunk_id: str) -> dict[str, Any] | None:
+        chunk = self._chunk_path(owner, session_id, chunk_id)
 
         def read() -> dict[str, Any] | None:
             try:
@@ -123,23 +126,43 @@ class FileSnapshotStore(SnapshotStore):
 
         return await self._run(read)
 
-    async def _delete_chunk(self, session_id: str, chunk_id: str) -> None:
-        chunk = self._chunk_path(session_id, chunk_id)
+    async def _delete_chunk(self, owner: str, session_id: str, chunk_id: str) -> None:
+        chunk = self._chunk_path(owner, session_id, chunk_id)
         await self._run(lambda: chunk.unlink(missing_ok=True))
+
+    async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
+        directory = self._owner_dir(owner)
+
+        def scan() -> list[dict[str, Any]]:
+            found = []
+            for path in directory.glob("*.json") if directory.is_dir() else ():
+                try:
+                    stored = self._read_file(path, path.stem)
+                except SessionCorruptError:
+                    continue  # logged; opening the session reports it
+                if stored is not None and stored[0].get("kind") == "snapshot":
+                    found.append(stored[0])
+            return found
+
+        return listing_order(await self._run(scan), limit, after)
 
     async def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
             logger.error("Session directory %s is not writable", self.directory)
             raise StoreUnavailableError(f"Session directory {self.directory} is not writable.")
 
-    def _path(self, session_id: str) -> Path:
+    def _owner_dir(self, owner: str) -> Path:
+        """The directory of ``owner``'s sessions (the store's own directory for no owner)."""
+        return self._root / ".owners" / file_stem(owner) if owner else self._root
+
+    def _path(self, owner: str, session_id: str) -> Path:
         """The session's file; refuses a path that leaves the directory (a planted symlink, say).
 
         Raises:
             ValueError: The id is invalid, or its file is a link out of the directory.
         """
         self.validate_session_id(session_id)
-        candidate = self._root / f"{file_stem(session_id)}.json"
+        candidate = self._owner_dir(owner) / f"{file_stem(session_id)}.json"
         resolved = candidate.resolve()
         if resolved != candidate or not resolved.is_relative_to(self._root):
             raise ValueError(f"Session path escaped storage directory: {session_id!r}")
@@ -149,13 +172,15 @@ class FileSnapshotStore(SnapshotStore):
     def _chunk_dir(snapshot_path: Path) -> Path:
         return snapshot_path.with_suffix(".transcript")
 
-    def _chunk_path(self, session_id: str, chunk_id: str) -> Path:
+    def _chunk_path(self, owner: str, session_id: str, chunk_id: str) -> Path:
         if not _CHUNK_ID.fullmatch(chunk_id):
             raise ValueError(f"invalid transcript chunk id {chunk_id!r}")
-        return self._chunk_dir(self._path(session_id)) / f"{chunk_id}.json"
+        return self._chunk_dir(self._path(owner, session_id)) / f"{chunk_id}.json"
 
-    async def _write(self, session_id: str, body: dict[str, Any], *, expected: str | None, conditional: bool) -> str:
-        path = self._path(session_id)
+    async def _write(
+        self, owner: str, session_id: str, body: dict[str, Any], *, expected: str | None, conditional: bool
+    ) -> str:
+        path = self._path(owner, session_id)
         etag = uuid.uuid4().hex
         payload = encode_json({**body, "_etag": etag})
 
@@ -164,6 +189,7 @@ class FileSnapshotStore(SnapshotStore):
                 current = self._read_file(path, session_id) if conditional else None
                 if conditional and (current[1] if current else None) != expected:
                     raise SessionConflictError(f"Session '{session_id}' was changed by another request.")
+                path.parent.mkdir(parents=True, exist_ok=True)
                 replace_atomically(path, payload)
                 return etag
 
