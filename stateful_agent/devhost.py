@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,10 +31,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 APP_ROOT = Path(__file__).resolve().parent.parent
+_LOCAL_USER = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 
-def build_app(function_app: Any = None, *, route_prefix: str | None = None) -> ASGIApp:
-    """An ASGI app serving every HTTP-triggered function of ``function_app``."""
+def build_app(function_app: Any = None, *, route_prefix: str | None = None, user: str | None = None) -> ASGIApp:
+    """An ASGI app serving every HTTP-triggered function of ``function_app``.
+
+    With ``user``, a request that carries no ``X-MS-CLIENT-PRINCIPAL-ID`` gets the headers Easy Auth would
+    inject for that user (provider ``aad``), so a browser or curl acts as them without setting headers.
+    """
     if function_app is None:
         if str(APP_ROOT) not in sys.path:
             sys.path.insert(0, str(APP_ROOT))
@@ -44,8 +50,8 @@ def build_app(function_app: Any = None, *, route_prefix: str | None = None) -> A
         path = "/" + "/".join(part.strip("/") for part in (prefix, trigger.route) if part)
         methods = [str(getattr(m, "value", m)) for m in trigger.methods or ["GET", "POST", "PUT", "DELETE", "PATCH"]]
         routes.append(Route(path, _endpoint(function.get_user_function()), methods=methods))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    return _KeepEncodedSlashes(app)
+    app: ASGIApp = _KeepEncodedSlashes(Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
+    return _ActAs(app, user) if user else app
 
 
 @functools.cache
@@ -95,6 +101,23 @@ class _KeepEncodedSlashes:
         await self.app(scope, receive, send)
 
 
+class _ActAs:
+    """Add the identity headers of a signed-in ``user`` to requests that carry none (local runs only)."""
+
+    def __init__(self, app: ASGIApp, user: str) -> None:
+        self.app = app
+        self.headers = [
+            (b"x-ms-client-principal-id", user.encode("latin-1")),
+            (b"x-ms-client-principal-idp", b"aad"),
+            (b"x-ms-client-principal-name", user.encode("latin-1")),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not any(name == b"x-ms-client-principal-id" for name, _ in scope["headers"]):
+            scope = {**scope, "headers": [*scope["headers"], *self.headers]}
+        await self.app(scope, receive, send)
+
+
 def _route_prefix(host_json: Path) -> str:
     try:
         return json.loads(host_json.read_text())["extensions"]["http"]["routePrefix"]
@@ -121,9 +144,17 @@ def main(argv: list[str] | None = None) -> None:
         default=str(APP_ROOT / "local.settings.json"),
         help="local.settings.json to load; '' to load none",
     )
+    parser.add_argument(
+        "--user",
+        help="act as this signed-in user: AUTH_MODE=easyauth with local identity headers (try two users locally)",
+    )
     args = parser.parse_args(argv)
+    if args.user is not None and not _LOCAL_USER.fullmatch(args.user):
+        parser.exit(2, "error: --user takes 1-64 letters, digits, '.', '_', '@' or '-'\n")
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.user:
+        os.environ.update(AUTH_MODE="easyauth", EASYAUTH_LOCAL_HEADERS="true")
     if args.settings_file and Path(args.settings_file).is_file():
         loaded = load_local_settings(Path(args.settings_file))
         logging.getLogger(__name__).info("Loaded %d setting(s) from %s", loaded, args.settings_file)
@@ -143,7 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     import uvicorn
 
-    uvicorn.run(build_app(), host=args.host, port=args.port, log_level="info")
+    if args.user:
+        logging.getLogger(__name__).info("Acting as user %r (AUTH_MODE=easyauth, local identity headers)", args.user)
+    uvicorn.run(build_app(user=args.user), host=args.host, port=args.port, log_level="info")
 
 
 if __name__ == "__main__":

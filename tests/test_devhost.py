@@ -17,10 +17,19 @@ from tests.conftest import ROOT
 
 
 @contextmanager
-def devhost(settings_file: Path) -> Iterator[str]:
+def devhost(settings_file: Path, *extra: str) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "stateful_agent.devhost", "--port", str(port), "--settings-file", str(settings_file)],
+        [
+            sys.executable,
+            "-m",
+            "stateful_agent.devhost",
+            "--port",
+            str(port),
+            "--settings-file",
+            str(settings_file),
+            *extra,
+        ],
         cwd=ROOT,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -90,3 +99,38 @@ def test_bad_settings_stop_the_local_host_with_a_clear_message(tmp_path):
     assert completed.returncode == 2
     assert "COSMOS_ENDPOINT is required" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_the_local_host_can_act_as_a_named_user(tmp_path):
+    """``--user`` turns on per-user sessions locally; explicit identity headers still win."""
+    settings_file = tmp_path / "local.settings.json"
+    values = {"MAF_SESSION_BACKEND": "file", "MAF_SESSION_DIR": str(tmp_path / "sessions")}
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    bob = {"X-MS-CLIENT-PRINCIPAL-ID": "bob", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
+
+    with devhost(settings_file, "--user", "alice") as base:
+        assert httpx.post(f"{base}/api/sessions/demo/turns", json={"message": "I am Alice."}).status_code == 200
+        assert httpx.get(f"{base}/api/sessions/demo", headers=bob).status_code == 404
+        assert (
+            httpx.post(f"{base}/api/sessions/demo/turns", json={"message": "I am Bob."}, headers=bob).json()["turn"]
+            == 1
+        )
+        alice = httpx.get(f"{base}/api/sessions").json()["sessions"]
+        assert [(s["session_id"], s["title"]) for s in alice] == [("demo", "I am Alice.")]
+
+    with devhost(settings_file) as base:  # without --user (AUTH_MODE=none) neither user's session shows
+        assert httpx.get(f"{base}/api/sessions").json() == {"sessions": [], "next_cursor": None}
+
+
+def test_an_invalid_user_name_is_refused(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "stateful_agent.devhost", "--port", "1", "--user", "not ok!", "--settings-file", ""],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "--user takes" in completed.stderr
