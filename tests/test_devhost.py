@@ -84,11 +84,10 @@ def test_conversation_survives_a_restart_of_the_local_host(tmp_path):
         assert httpx.get(f"{base}/api/sessions/demo").json()["turns"] == 2
 
 
-def test_bad_settings_stop_the_local_host_with_a_clear_message(tmp_path):
-    settings_file = tmp_path / "local.settings.json"
-    settings_file.write_text(json.dumps({"Values": {"MAF_SESSION_BACKEND": "cosmos"}}))
-    completed = subprocess.run(
-        [sys.executable, "-m", "stateful_agent.devhost", "--port", "1", "--settings-file", str(settings_file)],
+def _refused(*args: str) -> subprocess.CompletedProcess:
+    """Start the local host with ``args``, expecting it to stop at once."""
+    return subprocess.run(
+        [sys.executable, "-m", "stateful_agent.devhost", "--port", "1", *args],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,
@@ -96,6 +95,12 @@ def test_bad_settings_stop_the_local_host_with_a_clear_message(tmp_path):
         timeout=60,
         check=False,
     )
+
+
+def test_bad_settings_stop_the_local_host_with_a_clear_message(tmp_path):
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"Values": {"MAF_SESSION_BACKEND": "cosmos"}}))
+    completed = _refused("--settings-file", str(settings_file))
     assert completed.returncode == 2
     assert "COSMOS_ENDPOINT is required" in completed.stderr
     assert "Traceback" not in completed.stderr
@@ -122,15 +127,7 @@ def test_the_local_host_can_act_as_a_named_user(tmp_path):
         assert httpx.get(f"{base}/api/sessions").json() == {"sessions": [], "next_cursor": None}
 
 
-def test_an_invalid_user_name_is_refused(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, "-m", "stateful_agent.devhost", "--port", "1", "--user", "not ok!", "--settings-file", ""],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_an_invalid_user_name_is_refused():
+    completed = _refused("--user", "not ok!", "--settings-file", "")
     assert completed.returncode == 2
     assert "--user takes" in completed.stderr
