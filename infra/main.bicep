@@ -66,6 +66,9 @@ param openAiCapacity int = 10
 @description('Azure OpenAI API version the app uses; empty = the Agent Framework default.')
 param openAiApiVersion string = ''
 
+@description('The agent\'s tools, as AGENT_TOOLS: comma-separated module:attribute references, e.g. samples.tools:TOOLS. Empty = none.')
+param agentTools string = ''
+
 @description('Client id of an existing Microsoft Entra app registration. Set: App Service Authentication (Easy Auth) requires a signed-in user on every API call but /api/health, and each session belongs to its user (AUTH_MODE=easyauth). Empty: function keys, sessions shared (AUTH_MODE=none).')
 param authClientId string = ''
 
@@ -186,6 +189,7 @@ module functionApp 'modules/function-app.bicep' = {
     openAiApiVersion: openAiApiVersion
     agentName: agentName
     agentInstructions: agentInstructions
+    agentTools: agentTools
     authClientId: authClientId
   }
 }

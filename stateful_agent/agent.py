@@ -9,6 +9,7 @@ from agent_framework import Agent, BaseChatClient, InMemoryHistoryProvider, Mess
 
 from .models import build_chat_client
 from .settings import Settings
+from .tools import load_tools
 
 
 class TurnHistoryProvider(InMemoryHistoryProvider):
@@ -32,10 +33,14 @@ def build_agent(settings: Settings, client: BaseChatClient | None = None) -> Age
 
     The history provider is explicit: it writes every turn into ``session.state``,
     which is what we persist. Without it the turns would silently be lost.
+
+    Raises:
+        ConfigurationError: ``AGENT_TOOLS`` names something that cannot be loaded as a tool.
     """
     return Agent(
         client=client or build_chat_client(settings),
         name=settings.agent_name,
         instructions=settings.agent_instructions,
+        tools=load_tools(settings.agent_tools) or None,
         context_providers=[TurnHistoryProvider()],
     )

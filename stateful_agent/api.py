@@ -17,12 +17,12 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .errors import (
     AgentServiceError,
@@ -49,6 +49,7 @@ _LIMIT = re.compile(r"[0-9]{1,3}")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_TURN_SHAPE = 'Send {"message": "<text>"}, or {"approvals": [{"id": "<id>", "approved": true|false}]}, or both.'
 _FALLBACK_PROBLEM = (
     b'{"type":"urn:stateful-agent:problem:internal_error","title":"Internal server error","status":500,'
     b'"detail":"An unexpected error occurred; it was logged.","code":"internal_error"}'
@@ -60,12 +61,22 @@ if TYPE_CHECKING:
     from .turns import TurnService
 
 
-class TurnRequest(BaseModel):
-    """The body of ``POST /api/sessions/{session_id}/turns``."""
+class ApprovalAnswer(BaseModel):
+    """A person's answer to one pending tool approval."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    message: str
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    approved: bool
+
+
+class TurnRequest(BaseModel):
+    """The body of ``POST /api/sessions/{session_id}/turns``: a message, approval answers, or both."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: str | None = None
+    approvals: Annotated[list[ApprovalAnswer], Field(min_length=1, max_length=100)] | None = None
 
 
 class StrictJSONResponse(JSONResponse):
@@ -78,6 +89,7 @@ class StrictJSONResponse(JSONResponse):
 def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:
     """The RFC 9457 problem document of an error."""
     body: dict[str, Any] = {
+        **error.extra,
         "type": PROBLEM_TYPE_PREFIX + error.code,
         "title": error.title,
         "status": error.status,
@@ -123,7 +135,7 @@ def _problems(handler: Handler) -> Handler:
 
 @_problems
 async def post_turn(req: Request) -> Response:
-    """``POST /api/sessions/{session_id}/turns`` with ``{"message": "..."}``: run one turn.
+    """``POST /api/sessions/{session_id}/turns`` with ``{"message": "..."}`` and/or ``{"approvals": [...]}``.
 
     With ``Accept: text/event-stream`` the reply streams as Server-Sent Events. An
     ``Idempotency-Key`` header makes a retry return the stored result instead of a second turn.
@@ -131,16 +143,19 @@ async def post_turn(req: Request) -> Response:
     service, owner = _caller(req)
     session_id = _session_id(req)
     key = validate_key(req.headers.get("idempotency-key"))
-    message = await _message(req, service.settings.max_message_bytes)
+    message, answers = await _turn_request(req, service.settings.max_message_bytes)
     if "text/event-stream" not in req.headers.get("accept", "").lower():
-        result = await service.run_turn(session_id, message, key, owner=owner)
+        result = await service.run_turn(session_id, message, key, owner=owner, answers=answers)
         return StrictJSONResponse(result.as_json(), headers=_replayed(result))
 
     from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
 
-    prepared = await service.prepare(session_id, message, key, owner=owner)  # load errors: plain problems
-    if isinstance(prepared, TurnResult):  # a replay: the stored result as one done event
-        return _sse_response(_single_event("done", prepared.as_json()), _replayed(prepared))
+    # Errors found before streaming starts (input, session, approvals, a lost claim) are plain problems.
+    prepared = await service.prepare(session_id, message, key, owner=owner, answers=answers)
+    if not isinstance(prepared, TurnResult):
+        prepared = await service.claim(prepared)
+    if isinstance(prepared, TurnResult):  # a replay: the stored result's events
+        return _sse_response(_result_events(prepared), _replayed(prepared))
     events = _turn_events(service.stream_turn(prepared), req.url.path)
     return _sse_response(_with_keepalive(events, service.settings.sse_keepalive_seconds), {})
 
@@ -207,15 +222,25 @@ def _sse_response(events: AsyncIterator[bytes], headers: dict[str, str]) -> Even
     return EventSourceResponse(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
 
 
-async def _single_event(event: str, data: dict[str, Any]) -> AsyncIterator[bytes]:
-    yield _sse(event, data)
+async def _result_events(result: Any) -> AsyncIterator[bytes]:
+    """A stored turn's end: an ``approval`` event per tool call waiting for approval, then ``done``."""
+    for approval in result.approvals:
+        yield _sse("approval", approval)
+    yield _sse("done", result.as_json())
 
 
 async def _turn_events(items: AsyncIterator[Any], instance: str) -> AsyncIterator[bytes]:
-    """``delta`` events while the model writes, then ``done`` (stored) or ``error`` (nothing stored)."""
+    """``delta``, ``tool_call`` and ``tool_result`` events while the model works, then ``approval`` events and
+    ``done`` (stored), or ``error`` (nothing stored)."""
     try:
         async for item in items:
-            yield _sse("delta", {"text": item}) if isinstance(item, str) else _sse("done", item.as_json())
+            if isinstance(item, str):
+                yield _sse("delta", {"text": item})
+            elif hasattr(item, "kind"):  # a tool step
+                yield _sse(item.kind, item.data)
+            else:  # the stored TurnResult
+                async for event in _result_events(item):
+                    yield event
     except AgentServiceError as error:
         yield _sse("error", problem(error, instance))
     except Exception:
@@ -284,13 +309,13 @@ def _session_id(req: Request) -> str:
     return session_id
 
 
-async def _message(req: Request, max_bytes: int) -> str:
-    """The validated ``message`` of a turn request."""
+async def _turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[tuple[str, bool]]]:
+    """The validated message and approval answers ``(id, approved)`` of a turn request."""
     content_type = req.headers.get("content-type", "").split(";")[0].strip()
     if not _JSON_MEDIA_TYPE.fullmatch(content_type):
         raise UnsupportedMediaTypeError("Send the turn as JSON with 'Content-Type: application/json'.")
     body = await req.body()
-    if len(body) > 6 * max_bytes + 1024:  # even a fully \u-escaped message of max_bytes fits below this
+    if len(body) > 6 * max_bytes + 64 * 1024:  # even a fully \u-escaped message of max_bytes fits below this
         raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes.")
     try:
         text = body.decode("utf-8")  # JSON must be UTF-8 (RFC 8259); no sniffing of UTF-16/32
@@ -303,25 +328,33 @@ async def _message(req: Request, max_bytes: int) -> str:
     except ValueError:
         raise InvalidJsonError("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
-        raise InvalidRequestError('The body must be a JSON object: {"message": "<text>"}.')
+        raise InvalidRequestError(_TURN_SHAPE)
     unknown = sorted(set(payload) - set(TurnRequest.model_fields))
     if unknown:
         names = ", ".join(repr(printable(name, 40)) for name in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise InvalidRequestError(f'Unknown field(s): {names}{more}. Send {{"message": "<text>"}}.')
+        raise InvalidRequestError(f"Unknown field(s): {names}{more}. {_TURN_SHAPE}")
     try:
-        message = TurnRequest.model_validate(payload).message
-    except ValidationError:
+        request = TurnRequest.model_validate(payload)
+    except ValidationError as exc:
+        if any(error["loc"][:1] == ("approvals",) for error in exc.errors()):
+            raise InvalidRequestError(
+                '\'approvals\' must be a non-empty list of {"id": "<id>", "approved": true|false}.'
+            ) from None
         raise InvalidRequestError("'message' must be a non-empty string.") from None
-    if not message.strip():
-        raise InvalidRequestError("'message' must be a non-empty string.")
-    try:
-        size = len(message.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidRequestError("'message' contains unpaired surrogate characters.") from None
-    if size > max_bytes:
-        raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes (MAX_MESSAGE_BYTES).")
-    return message
+    if request.message is None and request.approvals is None:
+        raise InvalidRequestError(_TURN_SHAPE)
+    message = request.message
+    if message is not None:
+        if not message.strip():
+            raise InvalidRequestError("'message' must be a non-empty string.")
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidRequestError("'message' contains unpaired surrogate characters.") from None
+        if size > max_bytes:
+            raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes (MAX_MESSAGE_BYTES).")
+    return message, [(answer.id, answer.approved) for answer in request.approvals or ()]
 
 
 def _nesting(text: str) -> int:

@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         service = get_service()  # fail fast on bad settings
+        _ = service.agent  # and on tools that cannot be loaded (building the agent makes no network call)
     except ConfigurationError as error:
         parser.exit(2, f"error: {error.detail}\n")
     logging.getLogger(__name__).info(

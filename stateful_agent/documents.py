@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -79,14 +79,63 @@ class ChunkRef(_Document):
     count: Annotated[int, Field(strict=True, ge=1)]
 
 
+class Usage(_Document):
+    """Tokens a turn (or a whole session) cost, as the model reported them."""
+
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    total_tokens: _Count = 0
+
+    @classmethod
+    def of(cls, details: Mapping[str, Any] | None) -> Usage | None:
+        """MAF's usage details in our shape, or ``None`` when the model reported none."""
+        if not details:
+            return None
+        numbers = {key: value for key, value in details.items() if isinstance(value, int) and value >= 0}
+        inputs, outputs = numbers.get("input_token_count", 0), numbers.get("output_token_count", 0)
+        return cls(
+            input_tokens=inputs, output_tokens=outputs, total_tokens=numbers.get("total_token_count", inputs + outputs)
+        )
+
+    def __add__(self, other: Usage | None) -> Usage:
+        if other is None:
+            return self
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class PendingApproval(_Document):
+    """A tool call that waits for a person's answer, as the session stores it.
+
+    ``pending`` until answered; ``claimed`` while the request that answered it runs the approved tools (so
+    a second answer can never run them again); ``interrupted`` when that request failed after claiming, so
+    whether the tool ran is unknown: the next turn tells the model so and never runs it again.
+    """
+
+    id: _Text
+    call_id: _Text
+    name: _Text
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    state: Literal["pending", "claimed", "interrupted"] = "pending"
+    claimed_at: _Text | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What a client sees: ``{"id", "name", "arguments"}``."""
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
 class RememberedKey(_Document):
-    """A recent ``Idempotency-Key``: its turn, and where the turn's reply sits in the transcript."""
+    """A recent ``Idempotency-Key``: its turn, where the turn's reply sits in the transcript, and its usage."""
 
     key: Annotated[str, StringConstraints(strict=True, pattern=r"^[\x21-\x7e]{1,128}$")]
     fingerprint: _Text
     turn: Annotated[int, Field(strict=True, ge=1)]
     first: _Count
     count: _Count
+    usage: Usage | None = None
 
 
 class SessionDocument(_StoredDocument):
@@ -100,6 +149,8 @@ class SessionDocument(_StoredDocument):
     write_id: _WriteId | None = None  # absent in documents written before write ids existed
     ttl: _Ttl | None = None
     title: Annotated[str, StringConstraints(strict=True, max_length=TITLE_CHARS)] = ""
+    usage: Usage | None = None
+    approvals: tuple[PendingApproval, ...] = ()
     transcript: tuple[ChunkRef, ...] = ()
     idempotency: tuple[RememberedKey, ...] = ()
     snapshot: dict[str, Any]
@@ -137,6 +188,8 @@ class SessionDocument(_StoredDocument):
         max_bytes: int,
         transcript: Sequence[ChunkRef] = (),
         idempotency: Sequence[RememberedKey] = (),
+        usage: Usage | None = None,
+        approvals: Sequence[PendingApproval] = (),
     ) -> SessionDocument:
         """The next document of ``session_id``, with a new ``write_id``.
 
@@ -165,6 +218,8 @@ class SessionDocument(_StoredDocument):
             write_id=new_write_id(),
             ttl=ttl_seconds,
             title=previous.title if previous and previous.title else title_of(session),
+            usage=usage,
+            approvals=tuple(approvals),
             transcript=tuple(transcript),
             idempotency=tuple(idempotency),
             snapshot=session.to_dict(),
@@ -194,10 +249,14 @@ class SessionDocument(_StoredDocument):
             body["ttl"] = self.ttl
         if self.title:
             body["title"] = self.title
+        if self.usage is not None:
+            body["usage"] = self.usage.model_dump()
+        if self.approvals:
+            body["approvals"] = [approval.model_dump(exclude_none=True) for approval in self.approvals]
         if self.transcript:
             body["transcript"] = [[chunk.nonce, chunk.count] for chunk in self.transcript]
         if self.idempotency:
-            body["idempotency"] = [entry.model_dump() for entry in self.idempotency]
+            body["idempotency"] = [entry.model_dump(exclude_none=True) for entry in self.idempotency]
         body["snapshot"] = self.snapshot
         return body
 
@@ -216,10 +275,15 @@ class SessionDocument(_StoredDocument):
         try:
             session = AgentSession.from_dict(self.snapshot)
             _check_history(session)
-            total = self.archived_count + len(history(session))
+            live = history(session)
+            total = self.archived_count + len(live)
             for entry in self.idempotency:
                 if entry.turn > self.turns or entry.first + entry.count > total:
                     raise ValueError(f"remembered key {entry.key!r} points outside the transcript")
+            requested = {c.id for m in live for c in m.contents if c.type == "function_approval_request"}
+            for approval in self.approvals:
+                if approval.id not in requested:
+                    raise ValueError(f"approval {approval.id!r} has no request in the live window")
         except Exception as exc:
             raise _corrupt(self.session_id, exc) from exc
         return session

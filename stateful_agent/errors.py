@@ -23,10 +23,13 @@ class AgentServiceError(Exception):
     #: does not log it a second time: one log line per failure.
     logged_where_raised: bool = False
 
-    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str | None = None, *, headers: dict[str, str] | None = None, extra: dict | None = None
+    ) -> None:
         self.detail = printable(detail or self.title)
         super().__init__(self.detail)
         self.headers = headers or {}
+        self.extra = extra or {}  # further members of the problem document (RFC 9457 extensions)
 
 
 def printable(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
@@ -75,6 +78,16 @@ class SessionNotFoundError(AgentServiceError):
 
 class SessionConflictError(AgentServiceError):
     status, code, title = 409, "session_conflict", "Session was changed by another request"
+
+
+class ApprovalsPendingError(AgentServiceError):
+    """The session waits for answers to tool approvals; ``extra["pending_approvals"]`` lists them."""
+
+    status, code, title = 409, "approvals_pending", "Tool calls are waiting for approval"
+
+
+class ApprovalNotPendingError(AgentServiceError):
+    status, code, title = 409, "approval_not_pending", "No such tool call is waiting for approval"
 
 
 class MessageTooLargeError(AgentServiceError):

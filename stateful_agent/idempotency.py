@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from .documents import RememberedKey, SessionDocument
 from .errors import IdempotencyKeyReusedError, InvalidIdempotencyKeyError
+
+if TYPE_CHECKING:  # the HTTP layer imports validate_key; the agent SDK loads only with the service
+    from .documents import RememberedKey, SessionDocument
 
 _KEY = re.compile(r"[\x21-\x7e]{1,128}")
 
@@ -30,9 +34,12 @@ def validate_key(raw: str | None) -> str | None:
     return raw
 
 
-def fingerprint(message: str) -> str:
-    """What makes two requests with one key 'the same request'."""
-    return hashlib.sha256(json.dumps({"message": message}).encode("utf-8")).hexdigest()[:32]
+def fingerprint(message: str | None, answers: Sequence[tuple[str, bool]] = ()) -> str:
+    """What makes two requests with one key 'the same request': the message and the approval answers."""
+    request: dict[str, Any] = {"message": message}
+    if answers:
+        request["approvals"] = sorted([identifier, approved] for identifier, approved in answers)
+    return hashlib.sha256(json.dumps(request).encode("utf-8")).hexdigest()[:32]
 
 
 def find(document: SessionDocument | None, key: str, request_fingerprint: str) -> RememberedKey | None:

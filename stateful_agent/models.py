@@ -8,7 +8,10 @@ stores history server-side by default and would bypass the store.)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -160,8 +163,10 @@ def _openai_failure(chain: list[BaseException]) -> str | None:
 class EchoChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], BaseChatClient[Any]):
     """An offline model: it answers from the conversation it is sent, deterministically.
 
-    The reply states how many earlier messages it sees and quotes the first user
-    message, so a conversation that survives a restart is visible at a glance.
+    The reply states how many earlier messages it sees and quotes the first user message, so a
+    conversation that survives a restart is visible at a glance. A message ``call <tool> {json}``
+    makes it call that tool (when the agent has it) with those arguments; after the tool ran, it
+    reports the result. It reports usage as an estimate of 4 characters a token.
     """
 
     OTEL_PROVIDER_NAME = "echo"
@@ -169,31 +174,68 @@ class EchoChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], Bas
     def _inner_get_response(
         self, *, messages: Sequence[Message], stream: bool, options: Mapping[str, Any], **kwargs: Any
     ) -> Any:
-        reply = self.reply_to(messages)
+        tools = {str(getattr(tool, "name", "")) for tool in options.get("tools") or ()}
+        contents, finish = self.respond(messages, tools)
+        usage = self.estimate_usage(messages, contents)
         if stream:
 
             async def _chunks() -> AsyncIterator[ChatResponseUpdate]:
-                words = reply.split(" ")
-                for index, word in enumerate(words):
+                pieces = _split_text(contents)
+                for index, piece in enumerate(pieces):
+                    last = index == len(pieces) - 1
+                    extra = [Content.from_usage(usage)] if last else []
                     yield ChatResponseUpdate(
-                        role="assistant",
-                        contents=[Content.from_text(word if index == 0 else f" {word}")],
-                        finish_reason="stop" if index == len(words) - 1 else None,
+                        role="assistant", contents=[piece, *extra], finish_reason=finish if last else None
                     )
 
             return self._build_response_stream(_chunks())
 
         async def _respond() -> ChatResponse:
             return ChatResponse(
-                messages=[Message(role="assistant", contents=[reply])], model="echo", finish_reason="stop"
+                messages=[Message(role="assistant", contents=contents)],
+                model="echo",
+                finish_reason=finish,
+                usage_details=usage,
             )
 
         return _respond()
 
+    @classmethod
+    def respond(cls, messages: Sequence[Message], tools: set[str]) -> tuple[list[Content], str]:
+        """The reply's contents and finish reason for a conversation, given the tools on offer."""
+        last = messages[-1] if messages else None
+        results = [c for c in (last.contents if last else ()) if c.type == "function_result"]
+        if last is not None and last.role == "tool" and results:
+            names = {c.call_id: c.name for m in messages for c in m.contents if c.type == "function_call"}
+            text = "; ".join(f"{names.get(r.call_id, 'the tool')} returned: {r.result}" for r in results)
+            return [Content.from_text(f"[echo, offline] {text}")], "stop"
+        call = _CALL.fullmatch(last.text.strip()) if last is not None and last.role == "user" else None
+        if call and call.group(1) in tools:
+            try:
+                arguments = json.loads(call.group(2) or "{}")
+            except ValueError:
+                arguments = None
+            if isinstance(arguments, dict):
+                call_id = "echo-" + hashlib.sha256(last.text.encode("utf-8", "replace")).hexdigest()[:12]
+                return [
+                    Content.from_function_call(call_id=call_id, name=call.group(1), arguments=arguments)
+                ], "tool_calls"
+        return [Content.from_text(cls.reply_to(messages))], "stop"
+
+    @staticmethod
+    def estimate_usage(messages: Sequence[Message], contents: Sequence[Content]) -> dict[str, int]:
+        """Tokens as MAF's 4-characters-a-token estimate counts them."""
+        sent = sum(len(m.text) for m in messages) + 16 * len(messages)
+        written = sum(
+            len(c.text or "") + len(json.dumps(c.arguments or {})) * (c.type == "function_call") for c in contents
+        )
+        inputs, outputs = max(1, sent // 4), max(1, written // 4)
+        return {"input_token_count": inputs, "output_token_count": outputs, "total_token_count": inputs + outputs}
+
     @staticmethod
     def reply_to(messages: Sequence[Message]) -> str:
         """The deterministic reply to a conversation."""
-        conversation = [m for m in messages if m.role in ("user", "assistant")]
+        conversation = [m for m in messages if m.role in ("user", "assistant") and m.text]
         users = [m.text for m in conversation if m.role == "user"]
         last = users[-1] if users else ""
         earlier = len(conversation) - 1 if conversation else 0
@@ -201,3 +243,14 @@ class EchoChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], Bas
         if len(users) > 1:
             reply += f' Your first message was: "{users[0]}".'
         return reply
+
+
+_CALL = re.compile(r"call\s+([A-Za-z_]\w*)\s*(\{.*\})?", re.DOTALL)
+
+
+def _split_text(contents: list[Content]) -> list[Content]:
+    """Stream a text reply word by word, anything else as it is."""
+    if len(contents) == 1 and contents[0].type == "text":
+        words = (contents[0].text or "").split(" ")
+        return [Content.from_text(word if i == 0 else f" {word}") for i, word in enumerate(words)]
+    return contents

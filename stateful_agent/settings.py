@@ -50,6 +50,7 @@ SETTINGS: dict[str, str] = {
     "MODEL_MAX_RETRIES": "How often a failed model request is retried by the OpenAI SDK (default 2).",
     "SSE_KEEPALIVE_SECONDS": "Seconds of model silence before a stream sends an SSE keep-alive (default 15).",
     "AGENT_NAME": "The agent's name (default assistant).",
+    "AGENT_TOOLS": "The agent's tools: comma-separated module:attribute references (default none).",
     "AGENT_INSTRUCTIONS": "The agent's system instructions.",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (Azure only).",
 }
@@ -109,6 +110,7 @@ class Settings:
     model_max_retries: int = 2
     sse_keepalive_seconds: int = 15
     agent_name: str = "assistant"
+    agent_tools: str = ""
     agent_instructions: str = DEFAULT_INSTRUCTIONS
     azure_client_id: str | None = None
 
@@ -189,6 +191,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         model_max_retries=env.integer("MODEL_MAX_RETRIES", default=2, minimum=0, maximum=10),
         sse_keepalive_seconds=env.integer("SSE_KEEPALIVE_SECONDS", default=15, minimum=1, maximum=230),
         agent_name=env.text("AGENT_NAME") or "assistant",
+        agent_tools=env.text("AGENT_TOOLS") or "",
         agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
         azure_client_id=env.text("AZURE_CLIENT_ID"),
     )

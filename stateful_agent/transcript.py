@@ -18,6 +18,7 @@ import logging
 import re
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from agent_framework import Message
 
@@ -69,6 +70,50 @@ async def read_range(
         offset = chunk_end
     result.extend(live[max(start - offset, 0) : max(end - offset, 0)])
     return result
+
+
+def views(messages: Sequence[Message], context: Sequence[Message]) -> list[dict[str, Any]]:
+    """How the API shows messages: text; an assistant's ``tool_calls``; a tool's result; a user's approval
+    answers. ``context`` names the tools of results whose call is not among ``messages``."""
+    names = {c.call_id: c.name for m in [*context, *messages] for c in m.contents if c.type == "function_call"}
+    shown = []
+    for message in messages:
+        view: dict[str, Any] = {"role": str(message.role), "text": message.text}
+        calls = [c for c in message.contents if c.type == "function_call" and not c.informational_only]
+        results = [c for c in message.contents if c.type == "function_result"]
+        answers = [c for c in message.contents if c.type == "function_approval_response"]
+        if calls:
+            view["tool_calls"] = [{"id": c.call_id, "name": c.name, "arguments": tool_arguments(c)} for c in calls]
+        if results:
+            result = results[0]
+            view = {
+                "role": "tool",
+                "tool_call_id": result.call_id,
+                "name": names.get(result.call_id),
+                "result": tool_result_text(result),
+            }
+        if answers:
+            view["approvals"] = [{"id": c.id, "approved": bool(c.approved)} for c in answers]
+        shown.append(view)
+    return shown
+
+
+def shown(view: dict[str, Any]) -> bool:
+    """Whether a message view says anything (the live-window summary leaves out empty ones)."""
+    return bool(view.get("text") or len(view) > 2)
+
+
+def tool_arguments(content: Any) -> Any:
+    """A tool call's arguments as JSON: an object when they parse, else the raw text."""
+    try:
+        return content.parse_arguments() or {}
+    except (ValueError, TypeError):
+        return content.arguments
+
+
+def tool_result_text(content: Any) -> str:
+    """A tool result as text (its exception's text when it failed)."""
+    return str(content.result) if content.result is not None else str(content.exception or "")
 
 
 def encode_cursor(index: int) -> str:

@@ -13,16 +13,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent_framework import Agent, AgentResponse, AgentSession, Message
 
-from . import idempotency, listing, transcript
+from . import approvals, idempotency, listing, transcript
 from .compaction import archivable_prefix, build_strategy
-from .documents import RememberedKey, SessionDocument, history, set_history
-from .errors import AgentServiceError, ConfigurationError, ContentFilteredError, SessionNotFoundError
+from .documents import RememberedKey, SessionDocument, Usage, history, set_history
+from .errors import (
+    AgentServiceError,
+    ConfigurationError,
+    ContentFilteredError,
+    SessionConflictError,
+    SessionNotFoundError,
+)
 from .models import IncompleteReplyError, model_failure
 from .settings import Settings
 from .stores import Record, SnapshotStore
@@ -37,10 +43,26 @@ class TurnResult:
     session_id: str
     turn: int
     reply: str
+    approvals: tuple[dict[str, Any], ...] = ()
+    usage: Usage | None = None
     replayed: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "turn": self.turn, "reply": self.reply}
+        return {
+            "session_id": self.session_id,
+            "turn": self.turn,
+            "reply": self.reply,
+            "approvals": list(self.approvals),
+            "usage": self.usage.model_dump() if self.usage else None,
+        }
+
+
+@dataclass(frozen=True)
+class ToolEvent:
+    """A step of a streamed turn: the model asked for a tool (``tool_call``), or it ran (``tool_result``)."""
+
+    kind: Literal["tool_call", "tool_result"]
+    data: dict[str, Any]
 
 
 @dataclass
@@ -48,7 +70,7 @@ class PreparedTurn:
     """A loaded session, ready for the agent: what the commit needs to write it back."""
 
     session_id: str
-    message: str
+    inputs: list[Message]
     record: Record | None
     session: AgentSession
     archived: list[Message]
@@ -56,6 +78,8 @@ class PreparedTurn:
     key: str | None = None
     fingerprint: str | None = None
     owner: str = ""
+    answers: tuple[approvals.Answer, ...] = ()
+    resolved: tuple[str, ...] = ()  # ids of interrupted approvals this turn reports to the model
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -71,13 +95,23 @@ class TurnService:
 
     @property
     def agent(self) -> Agent:
-        """The agent, built on the first turn (so health checks never load the model SDK)."""
+        """The agent, built on the first turn (so health checks never load the model SDK).
+
+        Raises:
+            ConfigurationError: ``AGENT_TOOLS`` cannot be loaded.
+        """
         if self._agent is None:
             self._agent = self._agent_factory()
         return self._agent
 
     async def prepare(
-        self, session_id: str, message: str, key: str | None = None, *, owner: str = ""
+        self,
+        session_id: str,
+        message: str | None,
+        key: str | None = None,
+        *,
+        owner: str = "",
+        answers: Sequence[tuple[str, bool]] = (),
     ) -> PreparedTurn | TurnResult:
         """Load ``owner``'s session for a turn, or the stored result of a repeated ``key``.
 
@@ -85,66 +119,132 @@ class TurnService:
 
         Raises:
             SessionCorruptError: The stored session does not validate or restore.
-            IdempotencyKeyReusedError: ``key`` was used with another message.
+            IdempotencyKeyReusedError: ``key`` was used with another request.
+            ApprovalsPendingError, ApprovalNotPendingError: The request does not answer exactly the
+                pending tool approvals.
             StoreUnavailableError: The store cannot be reached.
         """
+        answers = [approvals.Answer(*answer) for answer in answers]
         record = await self.store.read(session_id, owner)
         session = record.document.restore() if record else AgentSession(session_id=session_id)
-        request_fingerprint = idempotency.fingerprint(message) if key else None
+        request_fingerprint = idempotency.fingerprint(message, answers) if key else None
         if key and record:
             replay = await self._replay(record, session, key, request_fingerprint)
             if replay is not None:
                 return replay
+        document = record.document if record else None
+        now = approvals.utc_datetime()
+        approvals.check(document, answers, now)
         live = history(session)
+        lost = approvals.unresolved(document, now)
+        if lost:  # tell the model, instead of running those calls again
+            live = [*live, *approvals.interruption_results(lost)]
+            set_history(session, live)
+        inputs = approvals.inputs(live, answers, message)
         cut = await archivable_prefix(
-            live,
-            Message(role="user", contents=[message]),
-            self.strategy,
-            max_messages=self.settings.compaction_max_messages,
+            live, inputs[-1], self.strategy, max_messages=self.settings.compaction_max_messages
         )
+        cut = min(cut, approvals.first_request_index(live, document.approvals if document else ()))
         if cut:
             set_history(session, live[cut:])
         return PreparedTurn(
-            session_id, message, record, session, live[:cut], len(live) - cut, key, request_fingerprint, owner
+            session_id,
+            inputs,
+            record,
+            session,
+            live[:cut],
+            len(live) - cut,
+            key,
+            request_fingerprint,
+            owner,
+            tuple(answers),
+            tuple(a.id for a in lost),
         )
 
-    async def run_turn(self, session_id: str, message: str, key: str | None = None, *, owner: str = "") -> TurnResult:
+    async def run_turn(
+        self,
+        session_id: str,
+        message: str | None,
+        key: str | None = None,
+        *,
+        owner: str = "",
+        answers: Sequence[tuple[str, bool]] = (),
+    ) -> TurnResult:
         """Run one turn of ``owner``'s session ``session_id`` (created on its first turn) and store it.
+
+        ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least).
 
         Raises:
             ModelError: The model call failed or its reply was incomplete; nothing was stored.
             ContentFilteredError: The model's content filter refused the turn; nothing was stored.
             SessionConflictError: Another request changed the session meanwhile; nothing was stored.
-            SessionCorruptError, SessionTooLargeError, StoreUnavailableError: see ``prepare`` and the store.
+            SessionCorruptError, SessionTooLargeError, StoreUnavailableError, ApprovalsPendingError,
+                ApprovalNotPendingError: see ``prepare`` and the store.
         """
-        prepared = await self.prepare(session_id, message, key, owner=owner)
+        prepared = await self.prepare(session_id, message, key, owner=owner, answers=answers)
         if isinstance(prepared, TurnResult):
             return prepared
+        claim = await self.claim(prepared)
+        if isinstance(claim, TurnResult):
+            return claim
         try:
-            response = await self.agent.run(message, session=prepared.session)
+            response = await self.agent.run(prepared.inputs, session=prepared.session)
             _check_complete(response)
         except Exception as exc:  # any model, network or tool failure: nothing is stored
+            await self._give_up(prepared)
             raise model_failure(exc, self.settings, session_id) from exc
-        return await self._commit(prepared, response.text)
+        return await self._commit(prepared, response)
 
-    async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[str | TurnResult]:
-        """Run a prepared turn streaming: text deltas as they arrive, then the stored ``TurnResult``.
+    async def claim(self, prepared: PreparedTurn) -> PreparedTurn | TurnResult:
+        """Claim the approvals ``prepared`` answers, before any approved tool runs (at most once).
+
+        Raises:
+            SessionConflictError: Another request answered (or changed the session) first; nothing ran.
+        """
+        if not prepared.answers or prepared.record is None:
+            return prepared
+        document = approvals.claimed(prepared.record.document, prepared.answers)
+        try:
+            etag = await self.store.replace(prepared.session_id, document, prepared.record.etag)
+        except SessionConflictError:
+            replay = await self._replay_after_conflict(prepared) if prepared.key else None
+            if replay is not None:
+                return replay
+            raise
+        prepared.record = Record(document, etag)
+        return prepared
+
+    async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[str | ToolEvent | TurnResult]:
+        """Run a prepared (and claimed) turn streaming: text deltas and tool steps as they happen, then the
+        stored ``TurnResult``.
 
         Closing the iterator early (a client that disconnects) abandons the turn: nothing is stored.
 
         Raises:
             The errors of ``run_turn``.
         """
-        stream = self.agent.run(prepared.message, session=prepared.session, stream=True)
+        stream = self.agent.run(prepared.inputs, session=prepared.session, stream=True)
+        calls: dict[str, str] = {}  # call id -> tool name
         try:
             async for update in stream:
+                for content in update.contents:
+                    if content.type == "function_call" and content.call_id and not content.informational_only:
+                        calls[content.call_id] = name = str(content.name)
+                        arguments = transcript.tool_arguments(content)
+                        yield ToolEvent("tool_call", {"id": content.call_id, "name": name, "arguments": arguments})
+                    elif content.type == "function_result" and content.call_id:
+                        name, text = calls.get(content.call_id), transcript.tool_result_text(content)
+                        yield ToolEvent("tool_result", {"id": content.call_id, "name": name, "result": text})
                 if update.text:
                     yield update.text
             response = await stream.get_final_response()
             _check_complete(response)
-        except Exception as exc:
-            raise model_failure(exc, self.settings, prepared.session_id) from exc
-        yield await self._commit(prepared, response.text)
+        except BaseException as exc:
+            await self._give_up(prepared)
+            if isinstance(exc, Exception):
+                raise model_failure(exc, self.settings, prepared.session_id) from exc
+            raise
+        yield await self._commit(prepared, response)
 
     async def describe(self, session_id: str, *, owner: str = "") -> dict[str, Any]:
         """The session's summary and the user/assistant messages of its live window.
@@ -154,14 +254,16 @@ class TurnService:
         """
         record, session = await self._load(session_id, owner)
         document = record.document
+        live = history(session)
         return {
             "session_id": session_id,
+            "title": document.title,
             "turns": document.turns,
             "created_at": document.created_at,
             "updated_at": document.updated_at,
-            "messages": [
-                {"role": m.role, "text": m.text} for m in history(session) if m.role in ("user", "assistant") and m.text
-            ],
+            "usage": document.usage.model_dump() if document.usage else None,
+            "pending_approvals": [a.public() for a in document.approvals if a.state == "pending"],
+            "messages": [view for view in transcript.views(live, live) if transcript.shown(view)],
         }
 
     async def messages(self, session_id: str, *, cursor: str | None, limit: int, owner: str = "") -> dict[str, Any]:
@@ -180,7 +282,7 @@ class TurnService:
         return {
             "session_id": session_id,
             "total": total,
-            "messages": [{"index": start + i, "role": m.role, "text": m.text} for i, m in enumerate(page)],
+            "messages": [{"index": start + i, **view} for i, view in enumerate(transcript.views(page, [*page, *live]))],
             "next_cursor": transcript.encode_cursor(end) if end < total else None,
         }
 
@@ -215,12 +317,12 @@ class TurnService:
             raise SessionNotFoundError(f"No session with id '{session_id}'.")
         return record, record.document.restore()
 
-    async def _commit(self, prepared: PreparedTurn, reply: str) -> TurnResult:
-        """Write the archived chunk, then the snapshot, conditional on the version read."""
+    async def _commit(self, prepared: PreparedTurn, response: AgentResponse) -> TurnResult:
+        """Write the archived chunk, then the snapshot, conditional on the version read (or claimed)."""
         session_id, record = prepared.session_id, prepared.record
         previous = record.document if record else None
         live = history(prepared.session)
-        if len(live) < prepared.known + 2:
+        if len(live) < prepared.known + len(prepared.inputs) + 1:
             raise ConfigurationError("The agent did not record the turn in the session (history provider missing).")
 
         listed = list(previous.transcript if previous else ())
@@ -231,9 +333,15 @@ class TurnService:
             )
             listed.append(ref)
         turn = (previous.turns if previous else 0) + 1
+        usage = Usage.of(response.usage_details)
+        answered = {a.id for a in prepared.answers} | set(prepared.resolved)
+        pending = [
+            *(a for a in (previous.approvals if previous else ()) if a.id not in answered),
+            *approvals.requested(response.user_input_requests),
+        ]
         remembered = previous.idempotency if previous else ()
         if prepared.key and prepared.fingerprint:
-            replies = len(live) - prepared.known - 1  # the messages the turn added after the user's
+            replies = len(live) - prepared.known - len(prepared.inputs)  # what the turn added after the request
             archived = sum(ref.count for ref in listed)
             entry = RememberedKey.model_construct(
                 key=prepared.key,
@@ -241,19 +349,26 @@ class TurnService:
                 turn=turn,
                 first=archived + len(live) - replies,
                 count=replies,
+                usage=usage,
             )
             remembered = idempotency.remember(previous, entry, self.settings.idempotency_keys)
-        document = SessionDocument.build(
-            session_id,
-            prepared.session,
-            owner=prepared.owner,
-            previous=previous,
-            turns=turn,
-            ttl_seconds=self.settings.session_ttl_seconds,
-            max_bytes=self.settings.max_snapshot_bytes,
-            transcript=listed,
-            idempotency=remembered,
-        )
+        try:
+            document = SessionDocument.build(
+                session_id,
+                prepared.session,
+                owner=prepared.owner,
+                previous=previous,
+                turns=turn,
+                ttl_seconds=self.settings.session_ttl_seconds,
+                max_bytes=self.settings.max_snapshot_bytes,
+                transcript=listed,
+                idempotency=remembered,
+                usage=(previous.usage + usage) if previous and previous.usage else usage,
+                approvals=pending,
+            )
+        except BaseException:
+            await self._give_up(prepared)
+            raise
 
         try:
             if chunk_id and chunk:
@@ -265,19 +380,36 @@ class TurnService:
         except BaseException as error:
             if chunk_id:
                 await self._discard_chunk(session_id, chunk_id, prepared.owner)
+            await self._give_up(prepared)
             if isinstance(error, AgentServiceError) and error.status == 409 and prepared.key:
                 replay = await self._replay_after_conflict(prepared)
                 if replay is not None:
                     return replay
             raise
         logger.info(
-            "Stored turn %d of session %r in %.0f ms (%d message(s) archived)",
+            "Stored turn %d of session %r in %.0f ms (%d message(s) archived, %d approval(s) pending, usage %s)",
             turn,
             session_id,
             (time.perf_counter() - prepared.started) * 1000,
             len(prepared.archived),
+            len([a for a in pending if a.state == "pending"]),
+            usage.model_dump() if usage else "not reported",
         )
-        return TurnResult(session_id=session_id, turn=turn, reply=reply)
+        requested = tuple(a.public() for a in approvals.requested(response.user_input_requests))
+        return TurnResult(session_id=session_id, turn=turn, reply=response.text, approvals=requested, usage=usage)
+
+    async def _give_up(self, prepared: PreparedTurn) -> None:
+        """After a failed turn that had claimed approvals: mark them interrupted (best effort; a claim that
+        stays also counts as interrupted once stale). The tools may have run, so they never run again."""
+        if not prepared.answers or prepared.record is None:
+            return
+        if not any(a.state == "claimed" for a in prepared.record.document.approvals):
+            return
+        try:
+            document = approvals.interrupted(prepared.record.document)
+            await self.store.replace(prepared.session_id, document, prepared.record.etag)
+        except Exception as exc:
+            logger.warning("Could not mark the claimed approvals of %r interrupted: %s", prepared.session_id, exc)
 
     async def _replay(
         self, record: Record, session: AgentSession, key: str, request_fingerprint: str | None
@@ -287,11 +419,19 @@ class TurnService:
             return None
         end = entry.first + entry.count
         messages = await transcript.read_range(self.store, record.document, history(session), entry.first, end)
-        reply = AgentResponse(messages=messages).text
+        replayed = AgentResponse(messages=messages)
+        requested = tuple(a.public() for a in approvals.requested(replayed.user_input_requests))
         logger.info(
             "Replayed turn %d of session %r for a repeated Idempotency-Key", entry.turn, record.document.session_id
         )
-        return TurnResult(session_id=record.document.session_id, turn=entry.turn, reply=reply, replayed=True)
+        return TurnResult(
+            session_id=record.document.session_id,
+            turn=entry.turn,
+            reply=replayed.text,
+            approvals=requested,
+            usage=entry.usage,
+            replayed=True,
+        )
 
     async def _replay_after_conflict(self, prepared: PreparedTurn) -> TurnResult | None:
         """The same request with the same key won the race: answer with its result."""

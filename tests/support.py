@@ -36,6 +36,15 @@ class FailMidStream:
 
 
 @dataclass(frozen=True)
+class CallTool:
+    """Script step: say ``text`` (may be empty), then ask for tool ``name`` with ``arguments``."""
+
+    name: str
+    arguments: dict[str, Any]
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class EndsWithout:
     """Script step: reply ``text`` but with finish reason ``finish`` (``None``: the stream just closes)."""
 
@@ -57,13 +66,15 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
 
     def __init__(
         self,
-        script: Sequence[str | BaseException | FailMidStream | EndsWithout] = (),
+        script: Sequence[str | BaseException | FailMidStream | EndsWithout | CallTool] = (),
         *,
         gate: asyncio.Event | None = None,
         pause: asyncio.Event | None = None,
+        usage: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.script = list(script)
+        self.usage = usage
         self.gate = gate
         self.pause = pause
         self.cancelled = asyncio.Event()
@@ -91,6 +102,31 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
         self.requests.append([(str(m.role), m.text) for m in messages])
         self._arrived.set()
         step = self.script.pop(0) if self.script else f"reply {len(self.requests)}"
+        usage = None
+        if self.usage is not None:
+            inputs, outputs = self.usage
+            usage = {"input_token_count": inputs, "output_token_count": outputs, "total_token_count": inputs + outputs}
+        if isinstance(step, CallTool):
+            call_id = f"call-{len(self.requests)}"
+            contents = [
+                *([Content.from_text(step.text)] if step.text else []),
+                Content.from_function_call(call_id=call_id, name=step.name, arguments=step.arguments),
+            ]
+
+            async def _call() -> Any:
+                await self._wait(self.gate)
+                return ChatResponse(
+                    messages=[Message(role="assistant", contents=contents)],
+                    finish_reason="tool_calls",
+                    usage_details=usage,
+                )
+
+            async def _call_stream() -> AsyncIterator[ChatResponseUpdate]:
+                await self._wait(self.gate)
+                extra = [Content.from_usage(usage)] if usage else []
+                yield ChatResponseUpdate(role="assistant", contents=[*contents, *extra], finish_reason="tool_calls")
+
+            return self._build_response_stream(_call_stream()) if stream else _call()
 
         if stream:
 
@@ -101,10 +137,12 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
                 text = step.partial if isinstance(step, FailMidStream) else _text(step)
                 words = text.split(" ")
                 for index, word in enumerate(words):
+                    last = index == len(words) - 1
+                    extra = [Content.from_usage(usage)] if usage and last else []
                     yield ChatResponseUpdate(
                         role="assistant",
-                        contents=[Content.from_text(("" if index == 0 else " ") + word)],
-                        finish_reason=_finish(step) if index == len(words) - 1 else None,
+                        contents=[Content.from_text(("" if index == 0 else " ") + word), *extra],
+                        finish_reason=_finish(step) if last else None,
                     )
                     if index == 0:
                         await self._wait(self.pause)
@@ -120,7 +158,9 @@ class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any],
             if isinstance(step, FailMidStream):
                 raise ModelDown("the model call failed")
             return ChatResponse(
-                messages=[Message(role="assistant", contents=[_text(step)])], finish_reason=_finish(step)
+                messages=[Message(role="assistant", contents=[_text(step)])],
+                finish_reason=_finish(step),
+                usage_details=usage,
             )
 
         return _respond()

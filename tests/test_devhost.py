@@ -131,3 +131,35 @@ def test_an_invalid_user_name_is_refused():
     completed = _refused("--user", "not ok!", "--settings-file", "")
     assert completed.returncode == 2
     assert "--user takes" in completed.stderr
+
+
+def test_the_readme_walkthrough_approves_a_tool_call_across_a_restart(tmp_path):
+    """The README's walkthrough: the echo model asks for the sample payment tool, the app restarts, the
+    approval is answered in the new process, and the tool runs there."""
+    settings_file = tmp_path / "local.settings.json"
+    values = {
+        "MAF_SESSION_BACKEND": "file",
+        "MAF_SESSION_DIR": str(tmp_path / "sessions"),
+        "AGENT_TOOLS": "samples.tools:TOOLS",
+    }
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    message = {"message": 'call send_payment {"amount_eur": 12.5, "to": "Ada"}'}
+
+    with devhost(settings_file) as base:
+        asked = httpx.post(f"{base}/api/sessions/pay/turns", json=message).json()
+        (approval,) = asked["approvals"]
+        assert (approval["name"], approval["arguments"]) == ("send_payment", {"amount_eur": 12.5, "to": "Ada"})
+        assert asked["usage"]["total_tokens"] > 0
+
+    with devhost(settings_file) as base:  # a brand-new process
+        assert httpx.get(f"{base}/api/sessions/pay").json()["pending_approvals"] == [approval]
+        answer = {"approvals": [{"id": approval["id"], "approved": True}]}
+        done = httpx.post(f"{base}/api/sessions/pay/turns", json=answer).json()
+        assert (
+            done["reply"]
+            == "[echo, offline] send_payment returned: Sent 12.50 EUR to Ada (sample tool: no money moved)."
+        )
+        assert done["approvals"] == []
+        session = httpx.get(f"{base}/api/sessions/pay").json()
+        assert session["pending_approvals"] == []
+        assert session["usage"]["total_tokens"] > asked["usage"]["total_tokens"]

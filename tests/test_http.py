@@ -16,6 +16,9 @@ from tests.support import ModelDown, ScriptedChatClient, read_raw, write_raw
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
+#: What a turn without tools or reported usage adds to its body.
+NO_EXTRAS = {"approvals": [], "usage": None}
+
 
 @pytest.fixture
 async def client_for(make_service):
@@ -77,11 +80,20 @@ async def test_a_conversation_over_http(client_for, make_service, backend):
 
     first = await client.post(f"/api/sessions/{session_id}/turns", json={"message": "I am Ada."})
     second = await client.post(f"/api/sessions/{session_id}/turns", json={"message": "Who am I?"})
-    assert first.json() == {"session_id": session_id, "turn": 1, "reply": "Hello Ada."}
-    assert second.json() == {"session_id": session_id, "turn": 2, "reply": "Your name is Ada."}
+    assert first.json() == {"session_id": session_id, "turn": 1, "reply": "Hello Ada.", **NO_EXTRAS}
+    assert second.json() == {"session_id": session_id, "turn": 2, "reply": "Your name is Ada.", **NO_EXTRAS}
 
     described = (await client.get(f"/api/sessions/{session_id}")).json()
-    assert set(described) == {"session_id", "turns", "created_at", "updated_at", "messages"}
+    assert set(described) == {
+        "session_id",
+        "title",
+        "turns",
+        "created_at",
+        "updated_at",
+        "usage",
+        "pending_approvals",
+        "messages",
+    }
     assert described["turns"] == 2
     assert [m["role"] for m in described["messages"]] == ["user", "assistant", "user", "assistant"]
 

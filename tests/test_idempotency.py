@@ -14,6 +14,9 @@ from tests.support import ScriptedChatClient, service_for
 
 TURN = "/api/sessions/s1/turns"
 
+#: What a turn without tools or reported usage adds to its body.
+NO_EXTRAS = {"approvals": [], "usage": None}
+
 
 @pytest.fixture
 async def client():
@@ -35,7 +38,7 @@ async def test_a_repeat_returns_the_stored_response_without_calling_the_model(cl
     second = await client.post(TURN, json={"message": "hello"}, headers=keyed("k-1"))
 
     assert first.status_code == second.status_code == 200
-    assert first.json() == second.json() == {"session_id": "s1", "turn": 1, "reply": "the one reply"}
+    assert first.json() == second.json() == {"session_id": "s1", "turn": 1, "reply": "the one reply", **NO_EXTRAS}
     assert "idempotent-replayed" not in first.headers
     assert second.headers["idempotent-replayed"] == "true"
     assert len(model.requests) == 1
@@ -49,8 +52,10 @@ async def test_a_streamed_repeat_is_one_done_event(client, make_service):
     first = await client.post(TURN, json={"message": "hello"}, headers=headers)
     second = await client.post(TURN, json={"message": "hello"}, headers=headers)
 
-    assert first.text.endswith('event: done\ndata: {"session_id": "s1", "turn": 1, "reply": "streamed reply"}\n\n')
-    assert second.text == 'event: done\ndata: {"session_id": "s1", "turn": 1, "reply": "streamed reply"}\n\n'
+    body = '{"session_id": "s1", "turn": 1, "reply": "streamed reply", "approvals": [], "usage": null}'
+    done = f"event: done\ndata: {body}\n\n"
+    assert first.text.endswith(done)
+    assert second.text == done
     assert second.headers["idempotent-replayed"] == "true"
     assert len(model.requests) == 1
 
@@ -89,7 +94,7 @@ async def test_concurrent_requests_with_one_key_store_one_turn(make_service, bac
     assert described["turns"] == 1
     assert [m["text"] for m in described["messages"]] == ["hello", "only once"]
     # the loser of the race answers with the winner's result instead of a conflict
-    assert first.as_json() == second.as_json() == {"session_id": "s1", "turn": 1, "reply": "only once"}
+    assert first.as_json() == second.as_json() == {"session_id": "s1", "turn": 1, "reply": "only once", **NO_EXTRAS}
     assert sorted([first.replayed, second.replayed]) == [False, True]
 
 

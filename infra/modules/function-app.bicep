@@ -28,6 +28,8 @@ param openAiDeploymentName string
 param openAiApiVersion string
 param agentName string
 param agentInstructions string
+@description('The agent\'s tools: comma-separated module:attribute references; empty = none.')
+param agentTools string
 @description('Client id of an existing Entra app registration; empty = no App Service Authentication.')
 param authClientId string
 
@@ -137,6 +139,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MODEL_MAX_RETRIES: '2'
     SSE_KEEPALIVE_SECONDS: '15'
     AGENT_NAME: agentName
+    AGENT_TOOLS: agentTools
     AGENT_INSTRUCTIONS: agentInstructions
     AZURE_CLIENT_ID: identityClientId
   }
