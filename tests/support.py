@@ -209,3 +209,39 @@ async def write_raw(store: SnapshotStore, session_id: str, body: dict[str, Any],
 async def read_raw(store: SnapshotStore, session_id: str, owner: str = "") -> tuple[dict[str, Any], str] | None:
     """The stored object and ETag exactly as the backend holds them (no validation)."""
     return await store._read(owner, session_id)
+
+
+def settings_environment(backend: str, settings: Settings) -> dict[str, str]:
+    """The app settings (environment variables) of a test's ``settings``, for a child process."""
+    env = {"MAF_SESSION_BACKEND": backend, "MAF_SESSION_DIR": str(settings.session_dir)}
+    if backend == "cosmos":
+        env |= {
+            "COSMOS_ENDPOINT": str(settings.cosmos_endpoint),
+            "COSMOS_KEY": str(settings.cosmos_key),
+            "COSMOS_DATABASE": settings.cosmos_database,
+            "COSMOS_CONTAINER": settings.cosmos_container,
+            "COSMOS_CREATE_CONTAINER": "true",
+        }
+    return env
+
+
+def run_in_new_process(module: str, *args: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``python -m module args`` as a fresh process (a cold instance); return the JSON it printed last."""
+    import json
+    import subprocess
+    import sys
+
+    from bench.servers import clean_env
+    from tests.conftest import ROOT
+
+    completed = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1])

@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from bench.servers import clean_env
-from tests.conftest import DURABLE_BACKENDS, ROOT
-from tests.support import ScriptedChatClient, service_for
+from tests.conftest import DURABLE_BACKENDS
+from tests.support import ScriptedChatClient, run_in_new_process, service_for, settings_environment
 
 
 def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message: str, *user: str) -> dict:
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.one_turn", session_id, message, *user],
-        cwd=ROOT,
-        env=clean_env(**settings_env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def _environment(backend: str, settings) -> dict[str, str]:
-    env = {"MAF_SESSION_BACKEND": backend, "MAF_SESSION_DIR": str(settings.session_dir)}
-    if backend == "cosmos":
-        env |= {
-            "COSMOS_ENDPOINT": settings.cosmos_endpoint,
-            "COSMOS_KEY": settings.cosmos_key,
-            "COSMOS_DATABASE": settings.cosmos_database,
-            "COSMOS_CONTAINER": settings.cosmos_container,
-            "COSMOS_CREATE_CONTAINER": "true",
-        }
-    return env
+    return run_in_new_process("tests.one_turn", session_id, message, *user, env=settings_env)
 
 
 @pytest.mark.parametrize("backend", DURABLE_BACKENDS)
 async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_settings):
     settings = backend_settings(backend)
-    env = _environment(backend, settings)
+    env = settings_environment(backend, settings)
 
     first = _turn_in_new_process(env, "cold-1", "My name is Ada.")
     second = _turn_in_new_process(env, "cold-1", "What is my name?")
@@ -75,7 +47,10 @@ async def test_second_turn_in_a_new_process_sees_the_first(backend, backend_sett
 @pytest.mark.parametrize("backend", DURABLE_BACKENDS)
 async def test_ownership_survives_cold_starts(backend, backend_settings):
     """Alice's and Bob's "demo" stay two sessions across new processes: neither sees the other's turns."""
-    env = _environment(backend, backend_settings(backend)) | {"AUTH_MODE": "easyauth", "EASYAUTH_LOCAL_HEADERS": "true"}
+    env = settings_environment(backend, backend_settings(backend)) | {
+        "AUTH_MODE": "easyauth",
+        "EASYAUTH_LOCAL_HEADERS": "true",
+    }
 
     alice_1 = _turn_in_new_process(env, "demo", "I am Alice.", "alice")
     bob_1 = _turn_in_new_process(env, "demo", "I am Bob.", "bob")

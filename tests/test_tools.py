@@ -17,7 +17,7 @@ from stateful_agent.errors import ApprovalNotPendingError, ConfigurationError, M
 from stateful_agent.tools import load_tools
 from tests import tools_for_tests
 from tests.conftest import DURABLE_BACKENDS, ROOT
-from tests.support import CallTool, ModelDown, ScriptedChatClient
+from tests.support import CallTool, ModelDown, ScriptedChatClient, run_in_new_process, settings_environment
 
 TOOLS = "tests.tools_for_tests:TOOLS"
 TURN = "/api/sessions/s1/turns"
@@ -350,35 +350,15 @@ async def test_the_echo_model_reports_a_deterministic_estimate_and_calls_tools()
 
 
 def _request_in_new_process(env: dict[str, str], body: dict, script: list) -> dict:
-    completed = subprocess.run(
-        [sys.executable, "-m", "tests.tool_turn", json.dumps(body), json.dumps(script)],
-        cwd=ROOT,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_in_new_process("tests.tool_turn", json.dumps(body), json.dumps(script), env=env)
 
 
 @pytest.mark.parametrize("backend", DURABLE_BACKENDS)
 async def test_an_approval_answered_in_a_new_process_runs_the_tool_there_exactly_once(
     backend, backend_settings, tmp_path
 ):
-    settings = backend_settings(backend)
     log = tmp_path / "tool.log"
-    env = {"MAF_SESSION_BACKEND": backend, "MAF_SESSION_DIR": str(settings.session_dir), "AGENT_TOOLS": TOOLS}
-    env["TOOL_LOG"] = str(log)
-    if backend == "cosmos":
-        env |= {
-            "COSMOS_ENDPOINT": settings.cosmos_endpoint,
-            "COSMOS_KEY": settings.cosmos_key,
-            "COSMOS_DATABASE": settings.cosmos_database,
-            "COSMOS_CONTAINER": settings.cosmos_container,
-            "COSMOS_CREATE_CONTAINER": "true",
-        }
+    env = settings_environment(backend, backend_settings(backend)) | {"AGENT_TOOLS": TOOLS, "TOOL_LOG": str(log)}
     transfer = {"call": "transfer", "arguments": {"amount": 7, "to": "carol"}, "text": "Shall I?"}
 
     asked = _request_in_new_process(env, {"message": "pay carol 7"}, [transfer])
