@@ -115,52 +115,98 @@ def problem_response(error: AgentServiceError, instance: str | None = None) -> R
         return Response(_FALLBACK_PROBLEM, status_code=500, media_type="application/problem+json")
 
 
-def _problems(handler: Handler) -> Handler:
-    """Turn every exception into a problem response; log what the client must not see."""
+def _problems(route: str) -> Callable[[Handler], Handler]:
+    """Serve ``route`` inside a span joined to the request's ``traceparent``; turn every exception into a
+    problem response, and log each failed request once (its code, status, session id, and what the client
+    must not see; a traceback only for the unexpected)."""
 
-    @functools.wraps(handler)
-    async def wrapper(req: Request) -> Response:
-        try:
-            return await handler(req)
-        except AgentServiceError as error:
-            if error.status >= 500 and not error.logged_where_raised:
-                logger.error("%s %s failed: %s (%s)", req.method, req.url.path, error.code, error.detail)
-            return problem_response(error, req.url.path)
-        except Exception:
-            logger.exception("Unhandled error in %s %s", req.method, req.url.path)
-            return problem_response(AgentServiceError("An unexpected error occurred; it was logged."), req.url.path)
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(req: Request) -> Response:
+            from . import telemetry  # with opentelemetry's API: loaded on the first request, not at indexing
 
-    return wrapper
+            span = telemetry.request_span(route, req.method, req.headers)
+            with telemetry.active(span):
+                try:
+                    response = await handler(req)
+                except Exception as exc:
+                    error = exc if isinstance(exc, AgentServiceError) else _unexpected(exc)
+                    _log_problem(req, error)
+                    telemetry.record_problem(span, error.code, error.status, error.unexpected)
+                    response = problem_response(error, req.url.path)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if not getattr(response, "ends_span", False):  # a stream ends the span when it ends
+                span.end()
+            return response
+
+        return wrapper
+
+    return decorate
 
 
-@_problems
+def _unexpected(exc: Exception) -> AgentServiceError:
+    return AgentServiceError(
+        "An unexpected error occurred; it was logged.", internal=f"{type(exc).__name__}: {exc}", unexpected=exc
+    )
+
+
+def _log_problem(req: Request, error: AgentServiceError, stream: bool = False) -> None:
+    """One line per failed request: method, path, status, code, session id and the internal detail."""
+    level = logging.ERROR if error.status >= 500 else logging.WARNING
+    logger.log(
+        level,
+        "%s %s%s -> %d %s (session %r)%s",
+        req.method,
+        req.url.path,
+        " (stream)" if stream else "",
+        error.status,
+        error.code,
+        req.path_params.get("session_id"),
+        f": {error.internal}" if error.internal else "",
+        exc_info=error.unexpected,
+    )
+
+
+@_problems("POST /api/sessions/{session_id}/turns")
 async def post_turn(req: Request) -> Response:
     """``POST /api/sessions/{session_id}/turns`` with ``{"message": "..."}`` and/or ``{"approvals": [...]}``.
 
     With ``Accept: text/event-stream`` the reply streams as Server-Sent Events. An
     ``Idempotency-Key`` header makes a retry return the stored result instead of a second turn.
     """
-    service, owner = _caller(req)
-    session_id = _session_id(req)
-    key = validate_key(req.headers.get("idempotency-key"))
-    message, answers = await _turn_request(req, service.settings.max_message_bytes)
-    if "text/event-stream" not in req.headers.get("accept", "").lower():
-        result = await service.run_turn(session_id, message, key, owner=owner, answers=answers)
-        return StrictJSONResponse(result.as_json(), headers=_replayed(result))
+    from . import telemetry
 
-    from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
+    turn = telemetry.Turn()
+    try:
+        service, owner = _caller(req)
+        session_id = _session_id(req)
+        turn.identify(session_id, owner)
+        key = validate_key(req.headers.get("idempotency-key"))
+        message, answers = await _turn_request(req, service.settings.max_message_bytes)
+        if "text/event-stream" not in req.headers.get("accept", "").lower():
+            result = await service.run_turn(session_id, message, key, owner=owner, answers=answers)
+            turn.done("replayed" if result.replayed else "stored")
+            return StrictJSONResponse(result.as_json(), headers=_replayed(result))
 
-    # Errors found before streaming starts (input, session, approvals, a lost claim) are plain problems.
-    prepared = await service.prepare(session_id, message, key, owner=owner, answers=answers)
-    if not isinstance(prepared, TurnResult):
-        prepared = await service.claim(prepared)
+        from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
+
+        # Errors found before streaming starts (input, session, approvals, a lost claim) are plain problems.
+        prepared = await service.prepare(session_id, message, key, owner=owner, answers=answers)
+        if not isinstance(prepared, TurnResult):
+            prepared = await service.claim(prepared)
+    except AgentServiceError as error:
+        turn.done(error.code)
+        raise
     if isinstance(prepared, TurnResult):  # a replay: the stored result's events
+        turn.done("replayed")
         return _sse_response(_result_events(prepared), _replayed(prepared))
-    events = _turn_events(service.stream_turn(prepared), req.url.path)
-    return _sse_response(_with_keepalive(events, service.settings.sse_keepalive_seconds), {})
+    events = _turn_events(service.stream_turn(prepared), req, turn)
+    response = _sse_response(_with_keepalive(events, service.settings.sse_keepalive_seconds), {})
+    response.ends_span = True  # type: ignore[attr-defined]  # the stream ends the request's span
+    return response
 
 
-@_problems
+@_problems("POST /api/sessions")
 async def create_session(req: Request) -> Response:
     """``POST /api/sessions``: a new session id; nothing is stored until its first turn."""
     _caller(req)
@@ -169,7 +215,7 @@ async def create_session(req: Request) -> Response:
     return StrictJSONResponse({"session_id": session_id}, status_code=201, headers={"Location": location})
 
 
-@_problems
+@_problems("GET /api/sessions")
 async def list_sessions(req: Request) -> Response:
     """``GET /api/sessions?limit=&cursor=``: the caller's sessions, most recently updated first."""
     service, owner = _caller(req)
@@ -179,7 +225,7 @@ async def list_sessions(req: Request) -> Response:
     )
 
 
-@_problems
+@_problems("GET /api/sessions/{session_id}/messages")
 async def get_messages(req: Request) -> Response:
     """``GET /api/sessions/{session_id}/messages?limit=&cursor=``: the whole transcript, paged, oldest first."""
     service, owner = _caller(req)
@@ -189,14 +235,14 @@ async def get_messages(req: Request) -> Response:
     return StrictJSONResponse(page)
 
 
-@_problems
+@_problems("GET /api/sessions/{session_id}")
 async def get_session(req: Request) -> Response:
     """``GET /api/sessions/{session_id}``: summary and messages."""
     service, owner = _caller(req)
     return StrictJSONResponse(await service.describe(_session_id(req), owner=owner))
 
 
-@_problems
+@_problems("DELETE /api/sessions/{session_id}")
 async def delete_session(req: Request) -> Response:
     """``DELETE /api/sessions/{session_id}``: 204, also when it did not exist (or is another user's)."""
     service, owner = _caller(req)
@@ -204,7 +250,7 @@ async def delete_session(req: Request) -> Response:
     return Response(status_code=204)
 
 
-@_problems
+@_problems("GET /api/health")
 async def health(req: Request) -> Response:
     """``GET /api/health``: 200 when the store answers, else 503 ``store_unavailable``."""
     return StrictJSONResponse(await get_service().health())
@@ -229,23 +275,30 @@ async def _result_events(result: Any) -> AsyncIterator[bytes]:
     yield _sse("done", result.as_json())
 
 
-async def _turn_events(items: AsyncIterator[Any], instance: str) -> AsyncIterator[bytes]:
+async def _turn_events(items: AsyncIterator[Any], req: Request, turn: Any) -> AsyncIterator[bytes]:
     """``delta``, ``tool_call`` and ``tool_result`` events while the model works, then ``approval`` events and
-    ``done`` (stored), or ``error`` (nothing stored)."""
-    try:
-        async for item in items:
-            if isinstance(item, str):
-                yield _sse("delta", {"text": item})
-            elif hasattr(item, "kind"):  # a tool step
-                yield _sse(item.kind, item.data)
-            else:  # the stored TurnResult
-                async for event in _result_events(item):
-                    yield event
-    except AgentServiceError as error:
-        yield _sse("error", problem(error, instance))
-    except Exception:
-        logger.exception("Unhandled error while streaming %s", instance)
-        yield _sse("error", problem(AgentServiceError("An unexpected error occurred; it was logged."), instance))
+    ``done`` (stored), or ``error`` (nothing stored). Runs inside the request's span and ends it."""
+    instance = req.url.path
+    with turn.streaming():
+        try:
+            async for item in items:
+                if isinstance(item, str):
+                    yield _sse("delta", {"text": item})
+                elif hasattr(item, "kind"):  # a tool step
+                    yield _sse(item.kind, item.data)
+                else:  # the stored TurnResult
+                    turn.done("stored")
+                    async for event in _result_events(item):
+                        yield event
+        except (asyncio.CancelledError, GeneratorExit):
+            logger.warning("%s %s (stream) abandoned by the client; nothing was stored", req.method, instance)
+            turn.done("abandoned")
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, AgentServiceError) else _unexpected(exc)
+            _log_problem(req, error, stream=True)
+            turn.failed(error)
+            yield _sse("error", problem(error, instance))
 
 
 async def _with_keepalive(events: AsyncIterator[bytes], interval: float) -> AsyncIterator[bytes]:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
 from agent_framework import AgentSession, InMemoryHistoryProvider, Message
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, field_validator
 
 from .errors import SessionCorruptError, SessionTooLargeError
 from .jsontext import encode_json
@@ -154,6 +154,8 @@ class SessionDocument(_StoredDocument):
     transcript: tuple[ChunkRef, ...] = ()
     idempotency: tuple[RememberedKey, ...] = ()
     snapshot: dict[str, Any]
+    #: Encoded size in bytes, known for documents this process built (0 for documents it read).
+    _size: int = PrivateAttr(default=0)
 
     @field_validator("transcript", mode="before")
     @classmethod
@@ -224,7 +226,7 @@ class SessionDocument(_StoredDocument):
             idempotency=tuple(idempotency),
             snapshot=session.to_dict(),
         )
-        size = len(encode_json(document.stored()))
+        size = document._size = len(encode_json(document.stored()))
         if size > max_bytes:
             raise SessionTooLargeError(
                 f"The session snapshot would be {size} bytes, above the {max_bytes}-byte limit "
@@ -259,6 +261,17 @@ class SessionDocument(_StoredDocument):
             body["idempotency"] = [entry.model_dump(exclude_none=True) for entry in self.idempotency]
         body["snapshot"] = self.snapshot
         return body
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the stored fields are (the size this process measured is not one of them)."""
+        return isinstance(other, SessionDocument) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # a document holds dicts: not hashable
+
+    @property
+    def size(self) -> int:
+        """The encoded size in bytes, for documents this process built (0 for documents it read)."""
+        return self._size
 
     @property
     def archived_count(self) -> int:
@@ -395,5 +408,7 @@ def _check_history(session: AgentSession) -> None:
 
 
 def _corrupt(session_id: str, exc: BaseException) -> SessionCorruptError:
-    logger.error("Stored session %r is corrupt: %s", session_id, exc)
-    return SessionCorruptError(f"The stored session '{session_id}' cannot be restored; it was left untouched.")
+    return SessionCorruptError(
+        f"The stored session '{session_id}' cannot be restored; it was left untouched.",
+        internal=f"stored session {session_id!r} is corrupt: {exc}",
+    )

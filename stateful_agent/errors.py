@@ -19,17 +19,24 @@ class AgentServiceError(Exception):
     status: int = 500
     code: str = "internal_error"
     title: str = "Internal server error"
-    #: True when the code that raises it logs it (with what the client must not see), so the HTTP layer
-    #: does not log it a second time: one log line per failure.
-    logged_where_raised: bool = False
 
     def __init__(
-        self, detail: str | None = None, *, headers: dict[str, str] | None = None, extra: dict | None = None
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict | None = None,
+        internal: str | None = None,
+        unexpected: BaseException | None = None,
     ) -> None:
         self.detail = printable(detail or self.title)
         super().__init__(self.detail)
         self.headers = headers or {}
         self.extra = extra or {}  # further members of the problem document (RFC 9457 extensions)
+        #: For the log only, never the client: what went wrong (endpoint, status, the underlying error).
+        self.internal = internal
+        #: An unexpected exception behind it, whose traceback the log shows (expected failures get one line).
+        self.unexpected = unexpected
 
 
 def printable(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
@@ -114,7 +121,6 @@ class SessionCorruptError(AgentServiceError, ValueError):
     """Also a ``ValueError``, as MAF's own stores report a snapshot they cannot restore."""
 
     status, code, title = 500, "session_corrupt", "Stored session cannot be restored"
-    logged_where_raised = True
 
 
 class ConfigurationError(AgentServiceError):
@@ -123,12 +129,10 @@ class ConfigurationError(AgentServiceError):
 
 class ModelError(AgentServiceError):
     status, code, title = 502, "model_error", "The model call failed"
-    logged_where_raised = True
 
 
 class StoreUnavailableError(AgentServiceError):
     status, code, title = 503, "store_unavailable", "Session store unavailable"
-    logged_where_raised = True
 
-    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 2) -> None:
-        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))})
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 2, internal: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))}, internal=internal)

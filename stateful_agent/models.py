@@ -74,8 +74,8 @@ def build_chat_client(settings: Settings) -> BaseChatClient:
 
 
 def model_failure(exc: BaseException, settings: Settings, session_id: str) -> AgentServiceError:
-    """The answer to a failed model call, logged once: one line for an expected failure (with the
-    endpoint and status), the traceback only for an unexpected one."""
+    """The answer to a failed model call, with what the log needs (the endpoint, the status, the cause) in
+    ``internal``, and ``unexpected`` set only for a failure nobody anticipated (its traceback is logged)."""
     from agent_framework.exceptions import (
         AgentContentFilterException,
         AgentInvalidAuthException,
@@ -84,51 +84,37 @@ def model_failure(exc: BaseException, settings: Settings, session_id: str) -> Ag
     )
     from azure.core.exceptions import ClientAuthenticationError
 
-    if isinstance(exc, AgentServiceError):  # already decided (a content-filtered finish, say)
-        logger.warning(
-            "Model turn of session %r refused: %s (endpoint %s)", session_id, exc.code, settings.model_endpoint
-        )
-        return exc
     endpoint = settings.model_endpoint
-    retry = ModelError("The model call failed; the session was not changed. Retry the turn.")
+    if isinstance(exc, AgentServiceError):  # already decided (a content-filtered finish, say)
+        exc.internal = exc.internal or f"model at {endpoint}: {exc.code}"
+        return exc
+    retry = "The model call failed; the session was not changed. Retry the turn."
     chain = _causes(exc)
     if any(isinstance(e, ChatClientContentFilterException | AgentContentFilterException) for e in chain):
-        logger.warning("Model content filter refused the turn of session %r (endpoint %s)", session_id, endpoint)
         return ContentFilteredError(
             "The model's content filter refused this message or its reply; the session was not changed. "
-            "Rephrase the message; retrying it unchanged will be refused again."
+            "Rephrase the message; retrying it unchanged will be refused again.",
+            internal=f"model at {endpoint}: content filter",
         )
     if any(isinstance(e, IncompleteReplyError) for e in chain):
-        logger.error("Model reply for session %r ended without a finish reason (endpoint %s)", session_id, endpoint)
         return ModelError(
-            "The model's reply broke off before it finished; the session was not changed. Retry the turn."
+            "The model's reply broke off before it finished; the session was not changed. Retry the turn.",
+            internal=f"model at {endpoint}: the reply ended without a finish reason",
         )
     status = next(
         (getattr(e, "status_code", None) for e in chain if isinstance(getattr(e, "status_code", None), int)), None
     )
     auth = (ChatClientInvalidAuthException, AgentInvalidAuthException, ClientAuthenticationError)
     if status in (401, 403) or any(isinstance(e, auth) for e in chain):
-        logger.error(
-            "Authentication to the model failed for session %r (endpoint %s, status %s): %s. Check the key, or the "
-            "identity's 'Cognitive Services OpenAI User' role.",
-            session_id,
-            endpoint,
-            status,
-            _last(chain),
+        return ModelError(
+            retry,
+            internal=f"Authentication to the model failed (endpoint {endpoint}, status {status}): {_last(chain)}. "
+            "Check the key, or the identity's 'Cognitive Services OpenAI User' role.",
         )
-        return retry
     kind = _openai_failure(chain)
     if kind is not None or status is not None:
-        logger.error(
-            "Model call failed for session %r (endpoint %s, status %s): %s",
-            session_id,
-            endpoint,
-            status,
-            kind or _last(chain),
-        )
-        return retry
-    logger.error("Model call failed unexpectedly for session %r (endpoint %s)", session_id, endpoint, exc_info=exc)
-    return retry
+        return ModelError(retry, internal=f"model at {endpoint} (status {status}): {kind or _last(chain)}")
+    return ModelError(retry, internal=f"model at {endpoint}: unexpected {_last(chain)}", unexpected=exc)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

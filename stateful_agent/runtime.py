@@ -28,10 +28,18 @@ def build_service(settings: Settings, *, chat_client: BaseChatClient | None = No
 
 
 def get_service() -> TurnService:
-    """The process's service, built from the environment on first use."""
+    """The process's service, built from the environment on first use (with OpenTelemetry, when configured).
+
+    Raises:
+        ConfigurationError: A setting is missing or invalid.
+    """
     global _service
     if _service is None:
-        _service = build_service(load_settings())
+        from . import telemetry
+
+        settings = load_settings()
+        telemetry.configure()
+        _service = build_service(settings)
     return _service
 
 

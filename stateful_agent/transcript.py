@@ -60,10 +60,10 @@ async def read_range(
         if offset < end and start < chunk_end:
             stored = await store.read_chunk(document.session_id, chunk_id(seq, ref.nonce), document.owner)
             if stored is None or stored.seq != seq or len(stored.messages) != ref.count:
-                logger.error("Transcript chunk %d of session %r is missing or does not match", seq, document.session_id)
                 raise SessionCorruptError(
                     f"Transcript chunk {seq} of session '{document.session_id}' is missing or does not match "
-                    "the snapshot; the session was left untouched."
+                    "the snapshot; the session was left untouched.",
+                    internal=f"transcript chunk {seq} of session {document.session_id!r} is missing or does not match",
                 )
             messages = stored.restore()
             result.extend(messages[max(start - offset, 0) : min(end, chunk_end) - offset])

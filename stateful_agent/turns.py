@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from agent_framework import Agent, AgentResponse, AgentSession, Message
 
-from . import approvals, idempotency, listing, transcript
+from . import approvals, idempotency, listing, telemetry, transcript
 from .compaction import archivable_prefix, build_strategy
 from .documents import RememberedKey, SessionDocument, Usage, history, set_history
 from .errors import (
@@ -386,6 +386,9 @@ class TurnService:
                 if replay is not None:
                     return replay
             raise
+        telemetry.turn_stored(
+            turn=turn, window=len(live), archived=len(prepared.archived), snapshot_bytes=document.size
+        )
         logger.info(
             "Stored turn %d of session %r in %.0f ms (%d message(s) archived, %d approval(s) pending, usage %s)",
             turn,

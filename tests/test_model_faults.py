@@ -141,40 +141,35 @@ async def test_a_hung_model_fails_after_model_timeout_seconds_with_retries(caplo
     async with misbehaving_endpoint("hang") as endpoint:
         service = _against(endpoint["url"], MODEL_TIMEOUT_SECONDS="1", MODEL_MAX_RETRIES="1")
         started = time.monotonic()
-        with caplog.at_level(logging.ERROR), pytest.raises(ModelError):
+        with pytest.raises(ModelError) as raised:
             await service.run_turn("s1", "hello")
         elapsed = time.monotonic() - started
     assert endpoint["seen"]["requests"] == 2  # the first attempt and one retry, each cut off after 1 s
     assert elapsed < 30  # not the SDK's 600 s per attempt
     assert await service.store.read("s1") is None
-    failures = [r for r in caplog.records if r.name == "stateful_agent.models"]
-    assert len(failures) == 1
-    assert failures[0].exc_info is None  # an expected failure: one line, no traceback
-    assert endpoint["url"] in failures[0].getMessage()
-    assert "MODEL_TIMEOUT_SECONDS" in failures[0].getMessage()
+    assert raised.value.unexpected is None  # an expected failure: one log line, no traceback
+    assert endpoint["url"] in raised.value.internal  # what the log line says, never the client
+    assert "MODEL_TIMEOUT_SECONDS" in raised.value.internal
+    assert endpoint["url"] not in raised.value.detail
 
 
 async def test_a_model_that_refuses_authentication_is_logged_as_such(caplog):
     async with misbehaving_endpoint("401") as endpoint:
         service = _against(endpoint["url"], MODEL_MAX_RETRIES="0")
-        with caplog.at_level(logging.ERROR), pytest.raises(ModelError):
+        with pytest.raises(ModelError) as raised:
             await service.run_turn("s1", "hello")
-    failures = [r for r in caplog.records if r.name == "stateful_agent.models"]
-    assert len(failures) == 1
-    message = failures[0].getMessage()
+    message = raised.value.internal
     assert "Authentication to the model failed" in message
     assert "status 401" in message
     assert endpoint["url"] in message
-    assert failures[0].exc_info is None
+    assert raised.value.unexpected is None
 
 
 async def test_an_unexpected_model_failure_is_logged_with_its_traceback(make_service, caplog):
     service = make_service("memory", ScriptedChatClient([ModelDown("something new")]))
-    with caplog.at_level(logging.ERROR), pytest.raises(ModelError):
+    with pytest.raises(ModelError) as raised:
         await service.run_turn("s1", "hello")
-    failures = [r for r in caplog.records if r.name == "stateful_agent.models"]
-    assert len(failures) == 1
-    assert failures[0].exc_info is not None
+    assert isinstance(raised.value.unexpected, ModelDown)  # its traceback goes to the log
 
 
 def test_content_filtered_is_a_client_error_with_its_own_code():
@@ -184,12 +179,15 @@ def test_content_filtered_is_a_client_error_with_its_own_code():
 
 @pytest.mark.parametrize(
     ("step", "code"),
-    [(EndsWithout("half"), "model_error"), (ModelDown("boom"), "model_error")],
+    [(EndsWithout("half"), "expected"), (ModelDown("boom"), "unexpected")],
     ids=["expected", "unexpected"],
 )
 async def test_one_failure_is_one_error_line_in_the_log(make_service, caplog, step, code):
     service = make_service("memory", ScriptedChatClient([step]))
     with caplog.at_level(logging.WARNING):
         response = await _post(service, stream=False)
-    assert response.json()["code"] == code
-    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1, caplog.text
+    assert response.json()["code"] == "model_error"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert "502 model_error (session 's1')" in errors[0].getMessage()
+    assert (errors[0].exc_info is not None) == (code == "unexpected")

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from agent_framework import AgentSession, Message, SessionStore
 from pydantic import ValidationError
 
+from .. import telemetry
 from ..documents import ListingKey, SessionDocument, SessionSummary, TranscriptChunk, history
 from ..errors import SessionConflictError, StoreUnavailableError
 
@@ -67,8 +68,9 @@ class SnapshotStore(SessionStore, ABC):
             SessionCorruptError: The stored document does not match the model (or names another owner).
             StoreUnavailableError: The store cannot be reached.
         """
-        stored = await self._read(owner, session_id)
-        return None if stored is None else Record(SessionDocument.parse(stored[0], session_id, owner), stored[1])
+        with telemetry.store_operation("read", self.backend, session_id):
+            stored = await self._read(owner, session_id)
+            return None if stored is None else Record(SessionDocument.parse(stored[0], session_id, owner), stored[1])
 
     async def create(self, session_id: str, document: SessionDocument) -> str:
         """Store a new document (for ``document.owner``) and return its ETag.
@@ -77,9 +79,12 @@ class SnapshotStore(SessionStore, ABC):
             SessionConflictError: The session exists (and not because of this very write).
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        owner = document.owner
-        write = self._create(owner, session_id, document.stored())
-        return await self._recognised(owner, session_id, document.write_id, write)
+        with telemetry.store_operation("create", self.backend, session_id):
+            owner = document.owner
+            write = self._create(owner, session_id, document.stored())
+            etag = await self._recognised(owner, session_id, document.write_id, write)
+            telemetry.snapshot_written(document.size)
+            return etag
 
     async def replace(self, session_id: str, document: SessionDocument, etag: str) -> str:
         """Replace the document if its ETag is still ``etag``; return the new ETag.
@@ -88,9 +93,12 @@ class SnapshotStore(SessionStore, ABC):
             SessionConflictError: Another request changed or deleted the session meanwhile.
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        owner = document.owner
-        write = self._replace(owner, session_id, document.stored(), etag)
-        return await self._recognised(owner, session_id, document.write_id, write)
+        with telemetry.store_operation("replace", self.backend, session_id):
+            owner = document.owner
+            write = self._replace(owner, session_id, document.stored(), etag)
+            etag = await self._recognised(owner, session_id, document.write_id, write)
+            telemetry.snapshot_written(document.size)
+            return etag
 
     async def upsert(self, session_id: str, document: SessionDocument) -> str:
         """Store the document unconditionally; return its ETag.
@@ -98,9 +106,12 @@ class SnapshotStore(SessionStore, ABC):
         Raises:
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        owner = document.owner
-        write = self._upsert(owner, session_id, document.stored())
-        return await self._recognised(owner, session_id, document.write_id, write)
+        with telemetry.store_operation("upsert", self.backend, session_id):
+            owner = document.owner
+            write = self._upsert(owner, session_id, document.stored())
+            etag = await self._recognised(owner, session_id, document.write_id, write)
+            telemetry.snapshot_written(document.size)
+            return etag
 
     async def remove(self, session_id: str, owner: str = "") -> None:
         """Delete ``owner``'s snapshot, then every transcript chunk of it; missing ones are no error.
@@ -108,7 +119,8 @@ class SnapshotStore(SessionStore, ABC):
         Raises:
             StoreUnavailableError: The store cannot be reached.
         """
-        await self._remove(owner, session_id)
+        with telemetry.store_operation("delete", self.backend, session_id):
+            await self._remove(owner, session_id)
 
     async def write_chunk(self, session_id: str, chunk_id: str, chunk: TranscriptChunk) -> None:
         """Store a transcript chunk (for ``chunk.owner``) under a new, unique ``chunk_id``.
@@ -117,17 +129,18 @@ class SnapshotStore(SessionStore, ABC):
             SessionConflictError: The id is taken (by another writer).
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        owner = chunk.owner
+        with telemetry.store_operation("archive", self.backend, session_id):
+            owner = chunk.owner
 
-        async def write() -> str:
-            await self._create_chunk(owner, session_id, chunk_id, chunk.stored())
-            return ""
+            async def write() -> str:
+                await self._create_chunk(owner, session_id, chunk_id, chunk.stored())
+                return ""
 
-        async def read_back() -> Stored | None:
-            stored = await self._read_chunk(owner, session_id, chunk_id)
-            return None if stored is None else (stored, "")
+            async def read_back() -> Stored | None:
+                stored = await self._read_chunk(owner, session_id, chunk_id)
+                return None if stored is None else (stored, "")
 
-        await self._recognised(owner, session_id, chunk.write_id, write(), read_back)
+            await self._recognised(owner, session_id, chunk.write_id, write(), read_back)
 
     async def read_chunk(self, session_id: str, chunk_id: str, owner: str = "") -> TranscriptChunk | None:
         """The validated transcript chunk, or ``None`` when absent.
@@ -136,8 +149,9 @@ class SnapshotStore(SessionStore, ABC):
             SessionCorruptError: The stored chunk does not match the model (or names another owner).
             StoreUnavailableError: The store cannot be reached.
         """
-        stored = await self._read_chunk(owner, session_id, chunk_id)
-        return None if stored is None else TranscriptChunk.parse(stored, session_id, owner)
+        with telemetry.store_operation("read_transcript", self.backend, session_id):
+            stored = await self._read_chunk(owner, session_id, chunk_id)
+            return None if stored is None else TranscriptChunk.parse(stored, session_id, owner)
 
     async def delete_chunk(self, session_id: str, chunk_id: str, owner: str = "") -> None:
         """Delete a transcript chunk; a missing one is not an error.
@@ -155,13 +169,14 @@ class SnapshotStore(SessionStore, ABC):
         Raises:
             StoreUnavailableError: The store cannot be reached.
         """
-        summaries = []
-        for stored in await self._list(owner, limit, after):
-            try:
-                summaries.append(SessionSummary.model_validate(stored))
-            except ValidationError as exc:
-                logger.error("A stored session of owner %r does not list: %s", owner, exc)
-        return summaries
+        with telemetry.store_operation("list", self.backend, ""):
+            summaries = []
+            for stored in await self._list(owner, limit, after):
+                try:
+                    summaries.append(SessionSummary.model_validate(stored))
+                except ValidationError as exc:
+                    logger.error("A stored session of owner %r does not list: %s", owner, exc)
+            return summaries
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailableError`` when the store cannot serve requests."""

@@ -37,6 +37,7 @@ from ..errors import (
     SessionTooLargeError,
     StoreUnavailableError,
 )
+from ..telemetry import request_charge
 from .base import SnapshotStore, Stored
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,9 @@ class CosmosSnapshotStore(SnapshotStore):
     async def _read_item(self, owner: str, session_id: str, item_id: str) -> dict[str, Any] | None:
         container = await self._open()
         try:
-            return await container.read_item(item_id, partition_key=[owner, session_id])
+            return await container.read_item(
+                item_id, partition_key=[owner, session_id], response_hook=lambda headers, _: request_charge(headers)
+            )
         except CosmosResourceNotFoundError:
             return None
         except AzureError as exc:
@@ -259,6 +262,7 @@ class CosmosSnapshotStore(SnapshotStore):
             raise _store_error(exc, session_id) from exc
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
+        request_charge(headers)
         return headers["etag"]
 
     async def _open(self) -> ContainerProxy:
@@ -326,12 +330,15 @@ def retry_after_seconds(retry_after_ms: object, default: int = 2) -> int:
 def _store_error(exc: AzureError, session_id: str | None) -> AgentServiceError:
     """Log a Cosmos failure with its details; return the error a client may see."""
     status = getattr(exc, "status_code", None)
-    logger.error("Cosmos DB request failed (session %r, status %s): %s", session_id, status, exc)
+    internal = f"Cosmos DB request failed (session {session_id!r}, status {status}): {exc}"
     if status == 400:  # the request does not fit the container: most often a container of an older layout
         return ConfigurationError(
             "Cosmos DB refused the request as malformed. The container must be partitioned by "
-            "[/owner, /session_id] (see the README's migration notes)."
+            "[/owner, /session_id] (see the README's migration notes).",
+            internal=internal,
         )
     retry_after = retry_after_seconds((getattr(exc, "headers", None) or {}).get("x-ms-retry-after-ms"))
     state = "busy" if status == 429 else "unavailable"
-    return StoreUnavailableError(f"The session store is {state}; retry later.", retry_after_seconds=retry_after)
+    return StoreUnavailableError(
+        f"The session store is {state}; retry later.", retry_after_seconds=retry_after, internal=internal
+    )

@@ -34,7 +34,7 @@ from agent_framework import FileSessionStore
 from ..documents import ListingKey
 from ..errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
 from ..jsontext import encode_json
-from .base import SnapshotStore, Stored, listing_order, logger
+from .base import SnapshotStore, Stored, listing_order
 
 T = TypeVar("T")
 
@@ -148,8 +148,9 @@ class FileSnapshotStore(SnapshotStore):
 
     async def ping(self) -> None:
         if not os.access(self.directory, os.W_OK):
-            logger.error("Session directory %s is not writable", self.directory)
-            raise StoreUnavailableError(f"Session directory {self.directory} is not writable.")
+            raise StoreUnavailableError(
+                "The session store cannot write its files.", internal=f"{self.directory} is not writable"
+            )
 
     def _owner_dir(self, owner: str) -> Path:
         """The directory of ``owner``'s sessions (the store's own directory for no owner)."""
@@ -213,8 +214,10 @@ class FileSnapshotStore(SnapshotStore):
         try:
             return await asyncio.to_thread(operation)
         except OSError as exc:
-            logger.error("Session directory I/O failed: %s", exc)
-            raise StoreUnavailableError("The session store could not read or write its files; retry later.") from exc
+            raise StoreUnavailableError(
+                "The session store could not read or write its files; retry later.",
+                internal=f"session directory I/O failed: {exc}",
+            ) from exc
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -262,5 +265,7 @@ def _json_object(raw: bytes, session_id: str, what: str) -> dict[str, Any]:
 
 
 def _corrupt_file(session_id: str, what: str, reason: object) -> SessionCorruptError:
-    logger.error("Stored %s of session %r is not valid JSON: %s", what, session_id, reason)
-    return SessionCorruptError(f"The stored session '{session_id}' cannot be read; it was left untouched.")
+    return SessionCorruptError(
+        f"The stored session '{session_id}' cannot be read; it was left untouched.",
+        internal=f"stored {what} of session {session_id!r} is not valid JSON: {reason}",
+    )
