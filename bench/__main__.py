@@ -112,6 +112,13 @@ def print_report(results: dict[str, Any]) -> None:
             f" {on['p50_us']:>6} / {on['p95_us']:>6} with default compaction"
         )
 
+    otel = results["telemetry_us"]
+    print(
+        f"\nTelemetry per turn at {otel['messages']} messages (p50 / p95, microseconds): off (nothing configured)"
+        f" {otel['off']['p50_us']} / {otel['off']['p95_us']}; exporting every span and metric"
+        f" {otel['exporting']['p50_us']} / {otel['exporting']['p95_us']} ({otel['ratio_p50']}x)"
+    )
+
     cold = results["cold_start"]
     print(f"\nCold start (median of {results['config']['processes']} fresh processes)")
     for key, label in (
@@ -165,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         results["cold_start"] = cold_start.run(endpoint, config["processes"])
         print("throughput ...", file=sys.stderr)
         results["throughput"] = throughput.run(endpoint, config["sessions"], config["turns"], config["concurrency"])
+        print("telemetry ...", file=sys.stderr)  # last: it installs OpenTelemetry for the rest of the process
+        results["telemetry_us"] = asyncio.run(overhead.telemetry_cost(config["overhead_turns"]))
     results["targets"] = targets(results)
     print_report(results)
     if args.json:

@@ -23,6 +23,8 @@ from typing import Any
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
+from stateful_agent.stores.cosmos import INDEXING_POLICY, PARTITION_KEY_PATHS
+
 from .servers import EMULATOR_KEY, ROOT, clean_env, fake_openai
 
 
@@ -83,7 +85,11 @@ def _package(module: str) -> str:
 async def _create_container(endpoint: str, database: str, container: str) -> None:
     async with CosmosClient(endpoint, credential=EMULATOR_KEY, enable_endpoint_discovery=False) as client:
         db = await client.create_database_if_not_exists(database)
-        await db.create_container_if_not_exists(container, partition_key=PartitionKey(path="/session_id"))
+        await db.create_container_if_not_exists(
+            container,
+            partition_key=PartitionKey(path=PARTITION_KEY_PATHS, kind="MultiHash"),
+            indexing_policy=INDEXING_POLICY,
+        )
 
 
 def run(cosmos_endpoint: str, processes: int) -> dict[str, Any]:

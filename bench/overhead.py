@@ -38,6 +38,27 @@ async def per_turn_us(length: int, repetitions: int, *, compaction: str = "none"
     }
 
 
+async def telemetry_cost(repetitions: int, length: int = 100) -> dict[str, Any]:
+    """Per-turn overhead with telemetry off (nothing configured), then exporting every span and metric.
+
+    Run last: it installs OpenTelemetry's global providers for the rest of the process. The exporter
+    discards what it is given, so what is measured is the app's and MAF's instrumentation, not a network.
+    """
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from stateful_agent import telemetry
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    off = await per_turn_us(length, repetitions, compaction="messages")
+    telemetry.configure({}, extra=[Discard(), InMemoryMetricReader()])
+    on = await per_turn_us(length, repetitions, compaction="messages")
+    return {"messages": length, "off": off, "exporting": on, "ratio_p50": round(on["p50_us"] / off["p50_us"], 2)}
+
+
 async def run(lengths: list[int], repetitions: int) -> dict[str, Any]:
     results: dict[str, Any] = {str(n): await per_turn_us(n, repetitions) for n in lengths}
     results["with_default_compaction"] = {

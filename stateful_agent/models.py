@@ -24,6 +24,7 @@ from agent_framework import (
     FunctionInvocationLayer,
     Message,
 )
+from agent_framework.observability import ChatTelemetryLayer
 
 from .errors import AgentServiceError, ContentFilteredError, ModelError
 from .settings import Settings
@@ -146,7 +147,9 @@ def _openai_failure(chain: list[BaseException]) -> str | None:
     return None
 
 
-class EchoChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], BaseChatClient[Any]):
+class EchoChatClient(
+    FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], ChatTelemetryLayer[Any], BaseChatClient[Any]
+):
     """An offline model: it answers from the conversation it is sent, deterministically.
 
     The reply states how many earlier messages it sees and quotes the first user message, so a

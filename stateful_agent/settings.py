@@ -53,6 +53,11 @@ SETTINGS: dict[str, str] = {
     "AGENT_TOOLS": "The agent's tools: comma-separated module:attribute references (default none).",
     "AGENT_INSTRUCTIONS": "The agent's system instructions.",
     "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (Azure only).",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights to export telemetry to (Entra ID auth).",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP/HTTP endpoint to export telemetry to, e.g. http://127.0.0.1:4318.",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "OTLP protocol; only http/protobuf (the default) is installed.",
+    "OTEL_SERVICE_NAME": "The service name in telemetry (default stateful-agent).",
+    "ENABLE_SENSITIVE_DATA": "true = MAF records message and tool contents in spans (default false).",
 }
 
 #: Settings never set in Azure: keys (Azure uses managed identity), local-only options and the
@@ -67,6 +72,8 @@ LOCAL_ONLY_SETTINGS = frozenset(
         "OPENAI_BASE_URL",
         "OPENAI_API_KEY",
         "OPENAI_MODEL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
     }
 )
 

@@ -72,8 +72,8 @@ def configure(environ: dict[str, str] | None = None, *, extra: Sequence[Any] = (
     global _configured, _exporting
     env = os.environ if environ is None else environ
     with _lock:
-        if _configured:
-            return _exporting
+        if _exporting:
+            return True
         exporters = [*_otlp_exporters(env), *_azure_monitor_exporters(env), *extra]
         _configured = True
         if exporters:
@@ -120,7 +120,8 @@ def _azure_monitor_exporters(env: dict[str, str] | os._Environ[str]) -> list[Any
 def _install(exporters: Sequence[Any], env: dict[str, str] | os._Environ[str]) -> None:
     from agent_framework.observability import create_resource, enable_instrumentation
     from opentelemetry._logs import set_logger_provider  # the logs API is still underscored in OpenTelemetry
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader

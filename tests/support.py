@@ -17,6 +17,7 @@ from agent_framework import (
     FunctionInvocationLayer,
     Message,
 )
+from agent_framework.observability import ChatTelemetryLayer
 
 from stateful_agent.runtime import build_service
 from stateful_agent.settings import Settings
@@ -52,7 +53,9 @@ class EndsWithout:
     finish: str | None = None
 
 
-class ScriptedChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], BaseChatClient[Any]):
+class ScriptedChatClient(
+    FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], ChatTelemetryLayer[Any], BaseChatClient[Any]
+):
     """Replies from a script and records every request, so the whole MAF pipeline runs.
 
     ``script`` items are reply strings, exceptions to raise, ``FailMidStream`` or

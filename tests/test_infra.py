@@ -20,9 +20,9 @@ PLATFORM_SETTINGS = {
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "AzureWebJobsStorage__blobServiceUri",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "PYTHON_ENABLE_INIT_INDEXING",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
 }
 
 #: The role each role definition id stands for; nothing else may be granted.
@@ -244,3 +244,14 @@ def test_easy_auth_is_configured_only_when_an_app_registration_is_given():
     auth = module[module.index("name: 'authsettingsV2'") : module.index("resource ftpPublishing")]
     assert "excludedPaths: [\n        '/api/health'\n      ]" in auth
     assert "clientSecret" not in auth  # keyless: bearer tokens need no secret
+
+
+def test_functions_export_opentelemetry_from_host_and_worker_keylessly():
+    """The documented Flex Consumption path: host telemetryMode OpenTelemetry, the Python worker's own export on."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    module = (INFRA / "modules" / "function-app.bicep").read_text()
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'" in module
+    assert "ENABLE_SENSITIVE_DATA: 'false'" in module
+    assert "APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'" in module
+    assert "DisableLocalAuth: true" in (INFRA / "modules" / "monitoring.bicep").read_text()

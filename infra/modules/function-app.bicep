@@ -118,6 +118,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
     PYTHON_ENABLE_INIT_INDEXING: '1'
+    // host.json telemetryMode=OpenTelemetry: the worker exports its own spans, correlated with the host's.
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+    OTEL_SERVICE_NAME: 'stateful-agent'
+    ENABLE_SENSITIVE_DATA: 'false'
     AUTH_MODE: easyAuth ? 'easyauth' : 'none'
     AUTH_USER_HEADER: 'X-User-Id'
     MAF_SESSION_BACKEND: 'cosmos'

@@ -239,7 +239,8 @@ class CosmosSnapshotStore(SnapshotStore):
             return await container.read_item(
                 item_id, partition_key=[owner, session_id], response_hook=lambda headers, _: request_charge(headers)
             )
-        except CosmosResourceNotFoundError:
+        except CosmosResourceNotFoundError as exc:
+            request_charge(exc.headers)
             return None
         except AzureError as exc:
             raise _store_error(exc, session_id) from exc
@@ -255,6 +256,7 @@ class CosmosSnapshotStore(SnapshotStore):
                 **kwargs,
             )
         except CosmosHttpResponseError as exc:
+            request_charge(exc.headers)
             if exc.status_code in (404, 409, 412):  # 404: deleted by another request meanwhile
                 raise SessionConflictError(f"Session '{session_id}' was changed by another request.") from exc
             if exc.status_code == 413:
