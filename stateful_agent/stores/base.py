@@ -79,12 +79,9 @@ class SnapshotStore(SessionStore, ABC):
             SessionConflictError: The session exists (and not because of this very write).
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        with telemetry.store_operation("create", self.backend, session_id):
-            owner = document.owner
-            write = self._create(owner, session_id, document.stored())
-            etag = await self._recognised(owner, session_id, document.write_id, write)
-            telemetry.snapshot_written(document.size)
-            return etag
+        return await self._write_snapshot(
+            "create", session_id, document, lambda body: self._create(document.owner, session_id, body)
+        )
 
     async def replace(self, session_id: str, document: SessionDocument, etag: str) -> str:
         """Replace the document if its ETag is still ``etag``; return the new ETag.
@@ -93,12 +90,9 @@ class SnapshotStore(SessionStore, ABC):
             SessionConflictError: Another request changed or deleted the session meanwhile.
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        with telemetry.store_operation("replace", self.backend, session_id):
-            owner = document.owner
-            write = self._replace(owner, session_id, document.stored(), etag)
-            etag = await self._recognised(owner, session_id, document.write_id, write)
-            telemetry.snapshot_written(document.size)
-            return etag
+        return await self._write_snapshot(
+            "replace", session_id, document, lambda body: self._replace(document.owner, session_id, body, etag)
+        )
 
     async def upsert(self, session_id: str, document: SessionDocument) -> str:
         """Store the document unconditionally; return its ETag.
@@ -106,12 +100,9 @@ class SnapshotStore(SessionStore, ABC):
         Raises:
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
-        with telemetry.store_operation("upsert", self.backend, session_id):
-            owner = document.owner
-            write = self._upsert(owner, session_id, document.stored())
-            etag = await self._recognised(owner, session_id, document.write_id, write)
-            telemetry.snapshot_written(document.size)
-            return etag
+        return await self._write_snapshot(
+            "upsert", session_id, document, lambda body: self._upsert(document.owner, session_id, body)
+        )
 
     async def remove(self, session_id: str, owner: str = "") -> None:
         """Delete ``owner``'s snapshot, then every transcript chunk of it; missing ones are no error.
@@ -279,6 +270,19 @@ class SnapshotStore(SessionStore, ABC):
         """
         self.validate_session_id(session_id)
         await self.remove(session_id)
+
+    async def _write_snapshot(
+        self,
+        operation: str,
+        session_id: str,
+        document: SessionDocument,
+        write: Callable[[dict[str, Any]], Awaitable[str]],
+    ) -> str:
+        """One snapshot write: traced, recognised after a lost answer, its size measured."""
+        with telemetry.store_operation(operation, self.backend, session_id):
+            etag = await self._recognised(document.owner, session_id, document.write_id, write(document.stored()))
+            telemetry.snapshot_written(document.size)
+            return etag
 
     # -- lost answers ----------------------------------------------------------
 
