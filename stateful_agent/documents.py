@@ -192,8 +192,13 @@ class SessionDocument(_StoredDocument):
         idempotency: Sequence[RememberedKey] = (),
         usage: Usage | None = None,
         approvals: Sequence[PendingApproval] = (),
+        stored_messages: Sequence[dict[str, Any]] = (),
     ) -> SessionDocument:
         """The next document of ``session_id``, with a new ``write_id``.
+
+        ``stored_messages`` are the stored dicts of the history's first messages, exactly as they were read
+        (the turn restored those messages from them and never changes them): they are reused instead of
+        serializing those messages again, so a turn serializes only the messages it added.
 
         Raises:
             TypeError: ``session`` is not exactly an ``AgentSession``, its history holds something other
@@ -224,7 +229,7 @@ class SessionDocument(_StoredDocument):
             approvals=tuple(approvals),
             transcript=tuple(transcript),
             idempotency=tuple(idempotency),
-            snapshot=session.to_dict(),
+            snapshot=_snapshot(session, stored_messages),
         )
         size = document._size = len(encode_json(document.stored()))
         if size > max_bytes:
@@ -363,6 +368,31 @@ class SessionSummary(_Document):
 
 #: A position in a listing: ``(updated_at, session_id)``, ordered descending.
 ListingKey = tuple[str, str]
+
+
+def stored_messages(document: SessionDocument | None) -> list[dict[str, Any]]:
+    """The stored dicts of a document's live-window messages (what ``restore`` turned into ``Message``s)."""
+    if document is None:
+        return []
+    provider_state = document.snapshot.get("state", {}).get(HISTORY_SOURCE_ID)
+    messages = provider_state.get("messages") if isinstance(provider_state, dict) else None
+    return messages if isinstance(messages, list) else []
+
+
+def _snapshot(session: AgentSession, reused: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``session.to_dict()``, with the first ``len(reused)`` history messages taken from ``reused``."""
+    provider_state = session.state.get(HISTORY_SOURCE_ID)
+    if not reused or not isinstance(provider_state, dict):
+        return session.to_dict()
+    messages = provider_state["messages"]
+    provider_state["messages"] = messages[len(reused) :]  # MAF serializes only what the turn added
+    try:
+        snapshot = session.to_dict()
+    finally:
+        provider_state["messages"] = messages
+    serialized = snapshot["state"][HISTORY_SOURCE_ID]
+    serialized["messages"] = [*reused, *serialized["messages"]]
+    return snapshot
 
 
 def title_of(session: AgentSession) -> str:

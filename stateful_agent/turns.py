@@ -21,7 +21,7 @@ from agent_framework import Agent, AgentResponse, AgentSession, Message
 
 from . import approvals, idempotency, listing, telemetry, transcript
 from .compaction import archivable_prefix, build_strategy
-from .documents import RememberedKey, SessionDocument, Usage, history, set_history
+from .documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
 from .errors import (
     AgentServiceError,
     ConfigurationError,
@@ -80,6 +80,7 @@ class PreparedTurn:
     owner: str = ""
     answers: tuple[approvals.Answer, ...] = ()
     resolved: tuple[str, ...] = ()  # ids of interrupted approvals this turn reports to the model
+    stored: list[dict[str, Any]] = field(default_factory=list)  # stored dicts of the window's first messages
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -136,6 +137,7 @@ class TurnService:
         now = approvals.utc_datetime()
         approvals.check(document, answers, now)
         live = history(session)
+        stored = stored_messages(document)
         lost = approvals.unresolved(document, now)
         if lost:  # tell the model, instead of running those calls again
             live = [*live, *approvals.interruption_results(lost)]
@@ -159,6 +161,7 @@ class TurnService:
             owner,
             tuple(answers),
             tuple(a.id for a in lost),
+            stored=stored[cut:],
         )
 
     async def run_turn(
@@ -365,6 +368,7 @@ class TurnService:
                 idempotency=remembered,
                 usage=(previous.usage + usage) if previous and previous.usage else usage,
                 approvals=pending,
+                stored_messages=prepared.stored,
             )
         except BaseException:
             await self._give_up(prepared)

@@ -237,3 +237,37 @@ async def test_a_symlinked_session_file_is_refused(tmp_path):
     (tmp_path / "sessions" / "s1.json").symlink_to(outside)
     with pytest.raises(ValueError, match="escaped storage directory"):
         await store.get("s1")
+
+
+async def test_a_stored_snapshot_always_equals_a_full_serialization_of_the_session(make_service, backend):
+    """Turns serialize only the messages they add and reuse the stored dicts of the rest: that must never
+    differ from serializing the whole session, through archiving, tool calls and approvals."""
+    from tests.support import CallTool
+
+    model = ScriptedChatClient(
+        [
+            "r0",
+            CallTool("lookup", {"item": "x"}),
+            "looked it up",
+            CallTool("transfer", {"amount": 3, "to": "ann"}, text="Shall I?"),
+            "paid",
+        ]
+    )
+    service = make_service(backend, model, agent_tools="tests.tools_for_tests:TOOLS", compaction_max_messages=6)
+
+    async def same_as_full() -> object:
+        record = await service.store.read("s1")
+        assert record.document.snapshot == json.loads(json.dumps(record.document.restore().to_dict()))
+        return record
+
+    for message in ("first", "look it up"):
+        await service.run_turn("s1", message)
+        await same_as_full()
+    (approval,) = (await service.run_turn("s1", "pay ann")).approvals
+    await same_as_full()
+    await service.run_turn("s1", None, answers=[(approval["id"], True)])
+    await same_as_full()
+    for i in range(8):
+        await service.run_turn("s1", f"more {i}")
+        record = await same_as_full()
+    assert record.document.transcript  # archiving happened along the way
