@@ -24,7 +24,7 @@ from azure.cosmos.aio import CosmosClient
 from stateful_agent.agent import build_agent
 from stateful_agent.models import EchoChatClient
 from stateful_agent.settings import Settings
-from stateful_agent.stores.cosmos import CosmosSnapshotStore
+from stateful_agent.stores.cosmos import CosmosSnapshotStore, transport
 from stateful_agent.turns import TurnService
 
 from .meter import Meter
@@ -85,7 +85,11 @@ async def ours(endpoint: str, database: str, length: int, repetitions: int) -> d
     """The snapshot store through the real turn pipeline (default compaction)."""
     meter = Meter()
     client = CosmosClient(
-        endpoint, credential=EMULATOR_KEY, enable_endpoint_discovery=False, raw_response_hook=meter.hook
+        endpoint,
+        credential=EMULATOR_KEY,
+        enable_endpoint_discovery=False,
+        raw_response_hook=meter.hook,
+        transport=transport(),  # the app's own transport (no per-request proxy lookups)
     )
     store = CosmosSnapshotStore(
         database=database, container=f"ours-{uuid.uuid4().hex[:8]}", create_container=True, cosmos_client=client

@@ -298,3 +298,13 @@ async def test_injected_clients_are_not_closed_by_the_store(cosmos):
             await store.set("s1", AgentSession())
         database = client.get_database_client(settings.cosmos_database)
         await database.get_container_client(settings.cosmos_container).read()  # the client still works
+
+
+@pytest.mark.parametrize(
+    ("environ", "reads_environment"),
+    [({}, False), ({"HTTPS_PROXY": "http://proxy:3128"}, True), ({"http_proxy": "http://proxy:3128"}, True)],
+)
+def test_the_cosmos_transport_reads_proxy_settings_only_when_a_proxy_is_configured(environ, reads_environment):
+    from stateful_agent.stores.cosmos import transport
+
+    assert transport(environ)._use_env_settings is reads_environment  # azure-core's record of the choice

@@ -18,13 +18,16 @@ import contextlib
 import hashlib
 import logging
 import math
+import os
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from agent_framework import SecretString, SessionStore
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
@@ -45,6 +48,7 @@ logger = logging.getLogger(__name__)
 _LITERAL_ID = re.compile(r"[A-Za-z0-9._:-]+")
 _ENCODED_PREFIX = "~"  # never part of a literal id, so encoded and literal ids cannot collide
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 _MAX_ITEM_ID_BYTES = 1023  # Cosmos DB's limit on an item id
 #: The longest session id, in UTF-8 bytes: with the owner it stays inside Cosmos DB's 2,048-byte partition key.
 MAX_PARTITION_KEY_BYTES = 1024
@@ -308,7 +312,17 @@ class CosmosSnapshotStore(SnapshotStore):
             credential=credential,
             enable_endpoint_discovery=not loopback,
             user_agent_suffix="stateful-agent-functions",
+            transport=transport(),
         )
+
+
+def transport(environ: Mapping[str, str] | None = None) -> AioHttpTransport:
+    """The HTTP transport of the Cosmos client: aiohttp, reading proxy settings from the environment only
+    when one is configured (otherwise its per-request ``.netrc`` and proxy lookups cost two thread-pool
+    round trips on every Cosmos request)."""
+    env = os.environ if environ is None else environ
+    proxied = any(env.get(name) for name in _PROXY_VARIABLES)
+    return AioHttpTransport(use_env_settings=proxied)
 
 
 def _without_system_properties(item: dict[str, Any]) -> dict[str, Any]:
