@@ -1,10 +1,14 @@
 """Azure Functions entry point: the routes, and nothing else. Handlers live in ``stateful_agent.api``."""
 
-import azure.functions as func
-from azurefunctions.extensions.http.fastapi import Request, Response
+import gc
 
-from stateful_agent import api
-from stateful_agent.settings import anonymous_session_routes
+gc.disable()  # a cold start allocates much and frees little: no collections until the first request is served
+
+import azure.functions as func  # noqa: E402
+from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
+
+from stateful_agent import api  # noqa: E402
+from stateful_agent.settings import anonymous_session_routes  # noqa: E402
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # AUTH_MODE=easyauth: Easy Auth authenticates the callers, who hold no function keys.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import logging
 import re
@@ -137,11 +138,28 @@ def _problems(route: str) -> Callable[[Handler], Handler]:
             span.set_attribute("http.response.status_code", response.status_code)
             if not getattr(response, "ends_span", False):  # a stream ends the span when it ends
                 span.end()
+            _warmed_up()
             return response
 
         return wrapper
 
     return decorate
+
+
+_warm = False
+
+
+def _warmed_up() -> None:
+    """After the first request: freeze what startup allocated (later collections skip it) and collect again.
+
+    ``function_app`` turns the garbage collector off while the app imports and serves its first request,
+    which a cold start spends mostly allocating.
+    """
+    global _warm
+    if not _warm:
+        _warm = True
+        gc.freeze()
+        gc.enable()
 
 
 def _unexpected(exc: Exception) -> AgentServiceError:

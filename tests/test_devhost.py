@@ -163,3 +163,29 @@ def test_the_readme_walkthrough_approves_a_tool_call_across_a_restart(tmp_path):
         session = httpx.get(f"{base}/api/sessions/pay").json()
         assert session["pending_approvals"] == []
         assert session["usage"]["total_tokens"] > asked["usage"]["total_tokens"]
+
+
+def test_garbage_collection_waits_for_the_first_request_then_skips_startup_objects():
+    """A cold start allocates much and frees little: GC is off while the app imports and serves its first
+    request, then what startup allocated is frozen out of later collections, and GC runs again."""
+    script = (
+        "import asyncio, gc, json, httpx\n"
+        "import function_app\n"
+        "from stateful_agent.devhost import build_app\n"
+        "before = gc.isenabled()\n"
+        "async def main():\n"
+        "    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url='http://t') as c:\n"
+        "        return (await c.get('/api/health')).status_code\n"
+        "status = asyncio.run(main())\n"
+        "print(json.dumps([before, status, gc.isenabled(), gc.get_freeze_count() > 0]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=clean_env(MAF_SESSION_BACKEND="memory"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == [False, 200, True, True]
