@@ -16,7 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_CLI = ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "lib" / "cli.js"
+SERVER_PACKAGE = ROOT / "node_modules" / "@vercel" / "cosmosdb-server" / "lib" / "index.js"
+LAUNCHER = ROOT / "scripts" / "cosmosdb-server.js"
 #: The well-known Cosmos DB emulator key; the local server accepts any key.
 EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 
@@ -43,16 +44,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_cosmos(timeout: float = 30) -> Iterator[str]:
-    """Run ``@vercel/cosmosdb-server`` (installed by ``npm ci``) on a free loopback port; yield its endpoint."""
+def local_cosmos(timeout: float = 30, *, keep_alive: bool = False) -> Iterator[str]:
+    """Run ``@vercel/cosmosdb-server`` (installed by ``npm ci``) on a free loopback port; yield its endpoint.
+
+    ``keep_alive`` keeps connections open between requests, as Azure Cosmos DB does; by default the server
+    closes every connection (its CLI's behaviour), so each request pays a TLS handshake.
+    """
     node = shutil.which("node")
-    if node is None or not SERVER_CLI.is_file():
+    if node is None or not SERVER_PACKAGE.is_file():
         raise ServerUnavailable("node or node_modules/@vercel/cosmosdb-server is missing (run `npm ci`)")
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="cosmosdb-server-", suffix=".log")[1])
     with log.open("w") as output:
+        command = [node, str(LAUNCHER), "--port", str(port), "--host", "127.0.0.1"]
         process = subprocess.Popen(
-            [node, str(SERVER_CLI), "-p", str(port), "--host", "127.0.0.1"], stdout=output, stderr=subprocess.STDOUT
+            [*command, *(["--keep-alive"] if keep_alive else [])], stdout=output, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + timeout

@@ -1,9 +1,18 @@
-"""Per-turn store cost against conversation length: our snapshot store, MAF's per-message
-``CosmosHistoryProvider`` (the peer) and MAF's ``FileSessionStore`` (a local baseline).
+"""Per-turn store cost against conversation length, every contender measured turn by turn, interleaved.
 
-Every turn is a whole turn (load, run with the zero-latency echo model, save). Each
-measured turn starts from the same stored conversation of the target length: the
-state is rewound after it, outside the measurement, so the length stays exact.
+Contenders ("subjects"), each a whole turn (load, run with the zero-latency echo model, save) except the floor:
+
+- ``ours``: our snapshot store through the real pipeline, default window (``COMPACTION_STRATEGY=messages``).
+- ``ours_full``: the same with every message in the prompt (``COMPACTION_STRATEGY=none``): equal terms with
+  the peer, whose users load the whole history into every prompt.
+- ``raw``: the physical floor, the azure-cosmos SDK alone reading and conditionally replacing the very
+  document bytes ``ours`` stores, with the same client set-up.
+- ``peer``: MAF's per-message ``CosmosHistoryProvider``, as its users wire it.
+- ``file``: MAF's ``FileSessionStore`` (a local, unversioned baseline).
+
+Each measured turn starts from the same stored conversation: the state is rewound after it, outside the
+measurement, so the length stays exact. The subjects take turns (one turn each, round after round), so a
+noisy moment hurts them all alike. Turns that archive are measured separately, without rewinding.
 """
 
 from __future__ import annotations
@@ -13,18 +22,22 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent_framework import Agent, AgentSession, FileSessionStore, InMemoryHistoryProvider
 from agent_framework_azure_cosmos import CosmosHistoryProvider
+from azure.core import MatchConditions
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
 from stateful_agent.agent import build_agent
 from stateful_agent.models import EchoChatClient
 from stateful_agent.settings import Settings
-from stateful_agent.stores.cosmos import CosmosSnapshotStore, transport
+from stateful_agent.stores.cosmos import CosmosSnapshotStore, document_id, transport
 from stateful_agent.turns import TurnService
 
 from .meter import Meter
@@ -48,7 +61,21 @@ def summarize(latencies: list[float], usages: list[Any]) -> dict[str, float]:
         "bytes_sent_per_turn": round(sum(u.bytes_sent for u in usages) / turns),
         "bytes_received_per_turn": round(sum(u.bytes_received for u in usages) / turns),
         "request_charge_per_turn": round(sum(u.request_charge for u in usages) / turns, 2),
+        "estimated_ru_per_turn": round(sum(u.estimated_ru for u in usages) / turns, 1),
     }
+
+
+@dataclass
+class Subject:
+    """One contender: a turn, how to rewind after it, and the meter counting its Cosmos traffic."""
+
+    turn: Callable[[str], Awaitable[None]]
+    rewind: Callable[[], Awaitable[None]]
+    meter: Meter
+
+
+async def _nothing() -> None:
+    return None
 
 
 class BatchAsUpserts:
@@ -67,41 +94,31 @@ class BatchAsUpserts:
         return []
 
 
-async def _measure(turn, rewind, meter: Meter, repetitions: int) -> dict[str, float]:
-    latencies, usages = [], []
-    for i in range(repetitions):
-        meter.take()
-        started = time.perf_counter()
-        await turn(f"measured message {i}")
-        latencies.append(time.perf_counter() - started)
-        usages.append(meter.take())
-        meter.paused = True
-        await rewind()
-        meter.paused = False
-    return summarize(latencies, usages)
-
-
-async def ours(endpoint: str, database: str, length: int, repetitions: int) -> dict[str, float]:
-    """The snapshot store through the real turn pipeline (default compaction)."""
-    meter = Meter()
-    client = CosmosClient(
+def _client(endpoint: str, meter: Meter) -> CosmosClient:
+    """A Cosmos client as the app builds one (its transport), counting what it sends and receives."""
+    return CosmosClient(
         endpoint,
         credential=EMULATOR_KEY,
         enable_endpoint_discovery=False,
         raw_response_hook=meter.hook,
-        transport=transport(),  # the app's own transport (no per-request proxy lookups)
+        transport=transport(),
     )
-    store = CosmosSnapshotStore(
-        database=database, container=f"ours-{uuid.uuid4().hex[:8]}", create_container=True, cosmos_client=client
-    )
-    settings = Settings(backend="cosmos")
-    service = TurnService(settings, store, lambda: build_agent(settings, EchoChatClient()))
+
+
+@asynccontextmanager
+async def _ours(endpoint: str, database: str, length: int, compaction: str) -> AsyncIterator[Subject]:
+    meter = Meter()
+    meter.paused = True
+    client = _client(endpoint, meter)
     try:
-        meter.paused = True
+        store = CosmosSnapshotStore(
+            database=database, container=f"ours-{uuid.uuid4().hex[:8]}", create_container=True, cosmos_client=client
+        )
+        settings = Settings(backend="cosmos", compaction_strategy=compaction)
+        service = TurnService(settings, store, lambda: build_agent(settings, EchoChatClient()))
         for i in range(length // 2):
             await service.run_turn(SESSION, f"message {i}")
         saved = await store.read(SESSION)
-        meter.paused = False
 
         async def rewind() -> None:
             await store.upsert(SESSION, saved.document)
@@ -109,18 +126,45 @@ async def ours(endpoint: str, database: str, length: int, repetitions: int) -> d
         async def turn(message: str) -> None:
             await service.run_turn(SESSION, message)
 
-        return await _measure(turn, rewind, meter, repetitions)
+        yield Subject(turn, rewind, meter)
     finally:
         await client.close()
 
 
-async def peer(endpoint: str, database: str, length: int, repetitions: int) -> dict[str, float]:
-    """MAF's CosmosHistoryProvider (one document per message) in an otherwise identical agent."""
+@asynccontextmanager
+async def _raw(endpoint: str, database: str, length: int) -> AsyncIterator[Subject]:
+    """The floor: a point read and a conditional replace of ``ours``' own document, by the SDK alone."""
     meter = Meter()
-    async with CosmosClient(
-        endpoint, credential=EMULATOR_KEY, enable_endpoint_discovery=False, raw_response_hook=meter.hook
-    ) as client:
-        meter.paused = True
+    meter.paused = True
+    client = _client(endpoint, meter)
+    try:
+        store = CosmosSnapshotStore(
+            database=database, container=f"raw-{uuid.uuid4().hex[:8]}", create_container=True, cosmos_client=client
+        )
+        settings = Settings(backend="cosmos")
+        service = TurnService(settings, store, lambda: build_agent(settings, EchoChatClient()))
+        for i in range(length // 2):
+            await service.run_turn(SESSION, f"message {i}")
+        container = client.get_database_client(database).get_container_client(store.container_name)
+        item_id, key = document_id(SESSION), ["", SESSION]
+        body = {k: v for k, v in (await container.read_item(item_id, partition_key=key)).items() if k[0] != "_"}
+
+        async def turn(_: str) -> None:
+            item = await container.read_item(item_id, partition_key=key)
+            await container.replace_item(
+                item_id, body, etag=item["_etag"], match_condition=MatchConditions.IfNotModified, no_response=True
+            )
+
+        yield Subject(turn, _nothing, meter)
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def _peer(endpoint: str, database: str, length: int) -> AsyncIterator[Subject]:
+    meter = Meter()
+    meter.paused = True
+    async with _client(endpoint, meter) as client:
         db = await client.create_database_if_not_exists(database)
         container = await db.create_container_if_not_exists(
             f"peer-{uuid.uuid4().hex[:8]}", partition_key=PartitionKey(path="/session_id")
@@ -130,37 +174,26 @@ async def peer(endpoint: str, database: str, length: int, repetitions: int) -> d
         session = AgentSession(session_id=SESSION)
         for i in range(length // 2):
             await agent.run(f"message {i}", session=session)
-        kept = {
-            item["id"]
-            async for item in container.query_items(
-                "SELECT c.id FROM c WHERE c.session_id = @s",
-                parameters=[{"name": "@s", "value": SESSION}],
-                partition_key=SESSION,
-            )
-        }
-        meter.paused = False
+
+        async def ids() -> set[str]:
+            query = "SELECT c.id FROM c WHERE c.session_id = @s"
+            items = container.query_items(query, parameters=[{"name": "@s", "value": SESSION}], partition_key=SESSION)
+            return {item["id"] async for item in items}
+
+        kept = await ids()
 
         async def rewind() -> None:
-            added = [
-                item["id"]
-                async for item in container.query_items(
-                    "SELECT c.id FROM c WHERE c.session_id = @s",
-                    parameters=[{"name": "@s", "value": SESSION}],
-                    partition_key=SESSION,
-                )
-                if item["id"] not in kept
-            ]
-            for item_id in added:
+            for item_id in await ids() - kept:
                 await container.delete_item(item_id, partition_key=SESSION)
 
         async def turn(message: str) -> None:
             await agent.run(message, session=AgentSession(session_id=SESSION))  # a cold process: nothing cached
 
-        return await _measure(turn, rewind, meter, repetitions)
+        yield Subject(turn, rewind, meter)
 
 
-async def file_baseline(length: int, repetitions: int) -> dict[str, float]:
-    """MAF's FileSessionStore (last writer wins, no versions) around the same agent."""
+@asynccontextmanager
+async def _file(length: int) -> AsyncIterator[Subject]:
     with tempfile.TemporaryDirectory() as folder:
         store = FileSessionStore(Path(folder))
         agent = Agent(client=EchoChatClient(), name="assistant", context_providers=[InMemoryHistoryProvider()])
@@ -168,7 +201,6 @@ async def file_baseline(length: int, repetitions: int) -> dict[str, float]:
         for i in range(length // 2):
             await agent.run(f"message {i}", session=session)
         await store.set(SESSION, session)
-        meter = Meter()
 
         async def rewind() -> None:
             await store.set(SESSION, session)
@@ -178,27 +210,82 @@ async def file_baseline(length: int, repetitions: int) -> dict[str, float]:
             await agent.run(message, session=loaded)
             await store.set(SESSION, loaded)
 
-        result = await _measure(turn, rewind, meter, repetitions)
-        return {k: v for k, v in result.items() if k in ("p50_ms", "p95_ms")}
+        meter = Meter()
+        meter.paused = True
+        yield Subject(turn, rewind, meter)
+
+
+async def interleave(subjects: dict[str, Subject], repetitions: int) -> dict[str, dict[str, float]]:
+    """Measure ``repetitions`` turns of every subject, one turn each per round."""
+    latencies: dict[str, list[float]] = {name: [] for name in subjects}
+    usages: dict[str, list[Any]] = {name: [] for name in subjects}
+    for i in range(repetitions):
+        for name, subject in subjects.items():
+            subject.meter.take()
+            subject.meter.paused = False
+            started = time.perf_counter()
+            await subject.turn(f"measured message {i}")
+            latencies[name].append(time.perf_counter() - started)
+            subject.meter.paused = True
+            usages[name].append(subject.meter.take())
+            await subject.rewind()
+    return {name: summarize(latencies[name], usages[name]) for name in subjects}
+
+
+async def archiving(endpoint: str, database: str, turns: int) -> dict[str, float]:
+    """``ours`` over consecutive turns, nothing rewound: the mean of all turns, and of the archiving ones."""
+    async with _ours(endpoint, database, 0, "messages") as subject:
+        latencies, usages = [], []
+        for i in range(turns):
+            subject.meter.take()
+            subject.meter.paused = False
+            started = time.perf_counter()
+            await subject.turn(f"message {i}")
+            latencies.append(time.perf_counter() - started)
+            subject.meter.paused = True
+            usages.append(subject.meter.take())
+    archived = [t for t, u in zip(latencies, usages, strict=True) if u.requests > 2]
+    return {
+        "turns": turns,
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 3),
+        "archiving_turns": len(archived),
+        "archiving_mean_ms": round(statistics.fmean(archived) * 1000, 3) if archived else None,
+        "requests_per_turn": round(sum(u.requests for u in usages) / turns, 3),
+        "estimated_ru_per_turn": round(sum(u.estimated_ru for u in usages) / turns, 1),
+    }
 
 
 async def run(endpoint: str, lengths: list[int], repetitions: int) -> dict[str, Any]:
+    """Every subject at every length, interleaved; ratios to the peer and to the floor."""
     database = f"bench-{uuid.uuid4().hex[:8]}"
-    results: dict[str, Any] = {"ours": {}, "peer": {}, "file": {}}
+    results: dict[str, Any] = {name: {} for name in ("ours", "ours_full", "raw", "peer", "file")}
     for length in lengths:
-        results["ours"][length] = await ours(endpoint, database, length, repetitions)
-        results["peer"][length] = await peer(endpoint, database, length, repetitions)
-        results["file"][length] = await file_baseline(length, repetitions)
+        async with AsyncExitStack() as stack:
+            subjects = {
+                "ours": await stack.enter_async_context(_ours(endpoint, database, length, "messages")),
+                "ours_full": await stack.enter_async_context(_ours(endpoint, database, length, "none")),
+                "raw": await stack.enter_async_context(_raw(endpoint, database, length)),
+                "peer": await stack.enter_async_context(_peer(endpoint, database, length)),
+                "file": await stack.enter_async_context(_file(length)),
+            }
+            for name, figures in (await interleave(subjects, repetitions)).items():
+                results[name][length] = figures
+    results["file"] = {n: {k: v for k, v in r.items() if k in ("p50_ms", "p95_ms")} for n, r in results["file"].items()}
+
+    def ratio(a: str, b: str, length: int, key: str = "p50_ms") -> float:
+        return round(results[a][length][key] / results[b][length][key], 3)
+
     results["ratios_ours_to_peer"] = {
         length: {
-            "p50": round(results["ours"][length]["p50_ms"] / results["peer"][length]["p50_ms"], 3),
-            "requests": round(
-                results["ours"][length]["requests_per_turn"] / results["peer"][length]["requests_per_turn"], 3
-            ),
-            "bytes": round(results["ours"][length]["bytes_per_turn"] / results["peer"][length]["bytes_per_turn"], 3),
+            "p50": ratio("ours", "peer", length),
+            "requests": ratio("ours", "peer", length, "requests_per_turn"),
+            "bytes": ratio("ours", "peer", length, "bytes_per_turn"),
+            "p50_equal_window": ratio("ours_full", "peer", length),
         }
         for length in lengths
     }
+    results["ratios_ours_to_raw"] = {length: ratio("ours", "raw", length) for length in lengths}
     first, last = lengths[0], lengths[-1]
     results["ours_growth_p50"] = round(results["ours"][last]["p50_ms"] / results["ours"][first]["p50_ms"], 3)
+    results["archiving"] = await archiving(endpoint, database, max(60, repetitions))
     return results
