@@ -57,7 +57,9 @@ def machine() -> dict[str, Any]:
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The benchmark issue's targets: each ``{"name", "value", "target", "met"}``, judged from this run.
 
-    Store figures come from the keep-alive run (the one that resembles Azure Cosmos DB).
+    Store figures come from the keep-alive run (the one that resembles Azure Cosmos DB). The issue's names
+    are judged on an instance that restores the whole window (the conservative figure); the ``_warm`` rows
+    on the instance that wrote the version the turn reads.
     """
     cost, cold = results["store_cost_keepalive"], results["cold_start"]
     lengths = sorted(cost["ours"], key=int)
@@ -66,7 +68,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     own = next((p["ms"] for p in cold["import_breakdown_function_app"] if p["package"] == "stateful_agent"), 0.0)
     rows = [
         ("overhead_ms_at_100", results["overhead_us"]["with_default_compaction"]["100"]["p50_us"] / 1000, "<=", 1.0),
+        (
+            "overhead_ms_at_100_warm",
+            results["overhead_us"]["with_default_compaction_warm"]["100"]["p50_us"] / 1000,
+            "<=",
+            1.0,
+        ),
         ("ours_vs_raw_sdk_at_100", cost["ratios_ours_to_raw"].get(100), "<=", 1.3),
+        ("ours_vs_raw_sdk_at_100_warm", cost["ratios_ours_warm_to_raw"].get(100), "<=", 1.3),
         (f"ours_vs_peer_at_{last}_equal_window", cost["ratios_ours_to_peer"][last]["p50_equal_window"], "<=", 0.4),
         (f"ours_vs_peer_at_{last}_default_window", cost["ratios_ours_to_peer"][last]["p50"], "<=", 0.12),
         ("first_turn_vs_bare_import", cold["ratio_first_turn_to_bare_imports"], "<=", 1.15),
@@ -90,6 +99,7 @@ def print_store_cost(cost: dict[str, Any], title: str, turns: int) -> None:
     print(f"{'store':<38}{'messages':>9}{'p50 ms':>9}{'p95 ms':>9}{'req/turn':>10}{'bytes/turn':>12}{'est. RU':>9}")
     names = {
         "ours": "ours: Cosmos snapshot, default window",
+        "ours_warm": "ours: the same, warm instance",
         "ours_full": "ours: every message in the prompt",
         "raw": "floor: SDK read + conditional replace",
         "peer": "MAF CosmosHistoryProvider",
@@ -106,7 +116,7 @@ def print_store_cost(cost: dict[str, Any], title: str, turns: int) -> None:
         print(
             f"ours/peer at {length:>3} messages: p50 {ratio['p50']}x (every message in the prompt:"
             f" {ratio['p50_equal_window']}x), requests {ratio['requests']}x, bytes {ratio['bytes']}x;"
-            f" ours/floor {cost['ratios_ours_to_raw'][length]}x"
+            f" ours/floor {cost['ratios_ours_to_raw'][length]}x (warm {cost['ratios_ours_warm_to_raw'][length]}x)"
         )
     arch = cost["archiving"]
     print(
@@ -125,9 +135,11 @@ def print_report(results: dict[str, Any]) -> None:
     for length in results["config"]["lengths"]:
         off = results["overhead_us"][str(length)]
         on = results["overhead_us"]["with_default_compaction"][str(length)]
+        warm = results["overhead_us"]["with_default_compaction_warm"][str(length)]
         print(
             f"  {length:>3} messages: {off['p50_us']:>6} / {off['p95_us']:>6} with all in the window;"
             f" {on['p50_us']:>6} / {on['p95_us']:>6} with default compaction"
+            f" ({warm['p50_us']:>6} / {warm['p95_us']:>6} on a warm instance)"
         )
 
     otel = results["telemetry_us"]

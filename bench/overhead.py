@@ -2,7 +2,8 @@
 
 A turn through the real pipeline with the in-memory store (which still serializes
 every document to JSON and back) and the zero-latency echo model, at a given number
-of messages in the live window (compaction off, so the window really is that long).
+of messages (compaction off, so the window really is that long, or the default window),
+on an instance that restores the whole window, or on the one that wrote it (warm).
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ from stateful_agent.turns import TurnService
 from .store_cost import SESSION, percentile
 
 
-async def per_turn_us(length: int, repetitions: int, *, compaction: str = "none") -> dict[str, float]:
-    settings = Settings(backend="memory", compaction_strategy=compaction)
+async def per_turn_us(
+    length: int, repetitions: int, *, compaction: str = "none", warm: bool = False
+) -> dict[str, float]:
+    """p50/p95 of a turn at ``length`` messages. ``warm``: on the instance that wrote the version the turn
+    reads (its window is reused); otherwise on one that restores the whole window (``SESSION_CACHE_MB=0``)."""
+    cache = Settings().session_cache_bytes if warm else 0
+    settings = Settings(backend="memory", compaction_strategy=compaction, session_cache_bytes=cache)
     service = TurnService(settings, MemorySnapshotStore(), lambda: build_agent(settings, EchoChatClient()))
-    for i in range(length // 2):
+    for i in range(length // 2 - warm):
         await service.run_turn(SESSION, f"message {i}")
     saved = await service.store.read(SESSION)
     samples = []
     for i in range(repetitions):
+        if warm:  # this instance writes the version the measured turn reads
+            await service.run_turn(SESSION, "the previous turn")
         started = time.perf_counter()
         await service.run_turn(SESSION, f"measured {i}")
         samples.append(time.perf_counter() - started)
@@ -63,5 +71,8 @@ async def run(lengths: list[int], repetitions: int) -> dict[str, Any]:
     results: dict[str, Any] = {str(n): await per_turn_us(n, repetitions) for n in lengths}
     results["with_default_compaction"] = {
         str(n): await per_turn_us(n, repetitions, compaction="messages") for n in lengths
+    }
+    results["with_default_compaction_warm"] = {
+        str(n): await per_turn_us(n, repetitions, compaction="messages", warm=True) for n in lengths
     }
     return results

@@ -2,7 +2,10 @@
 
 Contenders ("subjects"), each a whole turn (load, run with the zero-latency echo model, save) except the floor:
 
-- ``ours``: our snapshot store through the real pipeline, default window (``COMPACTION_STRATEGY=messages``).
+- ``ours``: our snapshot store through the real pipeline, default window (``COMPACTION_STRATEGY=messages``),
+  on an instance that restores the whole window from the store (``SESSION_CACHE_MB=0``: a cold instance).
+- ``ours_warm``: the same on the instance that wrote the version the turn reads (the default cache on), so
+  the window it restored last is reused: its rewind ends with an untimed turn, as a warm instance's would.
 - ``ours_full``: the same with every message in the prompt (``COMPACTION_STRATEGY=none``): equal terms with
   the peer, whose users load the whole history into every prompt.
 - ``raw``: the physical floor, the azure-cosmos SDK alone reading and conditionally replacing the very
@@ -106,7 +109,9 @@ def _client(endpoint: str, meter: Meter) -> CosmosClient:
 
 
 @asynccontextmanager
-async def _ours(endpoint: str, database: str, length: int, compaction: str) -> AsyncIterator[Subject]:
+async def _ours(
+    endpoint: str, database: str, length: int, compaction: str, *, warm: bool = False
+) -> AsyncIterator[Subject]:
     meter = Meter()
     meter.paused = True
     client = _client(endpoint, meter)
@@ -114,14 +119,17 @@ async def _ours(endpoint: str, database: str, length: int, compaction: str) -> A
         store = CosmosSnapshotStore(
             database=database, container=f"ours-{uuid.uuid4().hex[:8]}", create_container=True, cosmos_client=client
         )
-        settings = Settings(backend="cosmos", compaction_strategy=compaction)
+        cache = Settings().session_cache_bytes if warm else 0
+        settings = Settings(backend="cosmos", compaction_strategy=compaction, session_cache_bytes=cache)
         service = TurnService(settings, store, lambda: build_agent(settings, EchoChatClient()))
-        for i in range(length // 2):
+        for i in range(length // 2 - warm):
             await service.run_turn(SESSION, f"message {i}")
         saved = await store.read(SESSION)
 
         async def rewind() -> None:
             await store.upsert(SESSION, saved.document)
+            if warm:  # this instance writes the version the measured turn reads
+                await service.run_turn(SESSION, "the previous turn")
 
         async def turn(message: str) -> None:
             await service.run_turn(SESSION, message)
@@ -234,7 +242,7 @@ async def interleave(subjects: dict[str, Subject], repetitions: int) -> dict[str
 
 async def archiving(endpoint: str, database: str, turns: int) -> dict[str, float]:
     """``ours`` over consecutive turns, nothing rewound: the mean of all turns, and of the archiving ones."""
-    async with _ours(endpoint, database, 0, "messages") as subject:
+    async with _ours(endpoint, database, 0, "messages", warm=True) as subject:
         latencies, usages = [], []
         for i in range(turns):
             subject.meter.take()
@@ -258,11 +266,12 @@ async def archiving(endpoint: str, database: str, turns: int) -> dict[str, float
 async def run(endpoint: str, lengths: list[int], repetitions: int) -> dict[str, Any]:
     """Every subject at every length, interleaved; ratios to the peer and to the floor."""
     database = f"bench-{uuid.uuid4().hex[:8]}"
-    results: dict[str, Any] = {name: {} for name in ("ours", "ours_full", "raw", "peer", "file")}
+    results: dict[str, Any] = {name: {} for name in ("ours", "ours_warm", "ours_full", "raw", "peer", "file")}
     for length in lengths:
         async with AsyncExitStack() as stack:
             subjects = {
                 "ours": await stack.enter_async_context(_ours(endpoint, database, length, "messages")),
+                "ours_warm": await stack.enter_async_context(_ours(endpoint, database, length, "messages", warm=True)),
                 "ours_full": await stack.enter_async_context(_ours(endpoint, database, length, "none")),
                 "raw": await stack.enter_async_context(_raw(endpoint, database, length)),
                 "peer": await stack.enter_async_context(_peer(endpoint, database, length)),
@@ -285,6 +294,7 @@ async def run(endpoint: str, lengths: list[int], repetitions: int) -> dict[str, 
         for length in lengths
     }
     results["ratios_ours_to_raw"] = {length: ratio("ours", "raw", length) for length in lengths}
+    results["ratios_ours_warm_to_raw"] = {length: ratio("ours_warm", "raw", length) for length in lengths}
     first, last = lengths[0], lengths[-1]
     results["ours_growth_p50"] = round(results["ours"][last]["p50_ms"] / results["ours"][first]["p50_ms"], 3)
     results["archiving"] = await archiving(endpoint, database, max(60, repetitions))

@@ -283,15 +283,22 @@ class SessionDocument(_StoredDocument):
         """How many messages precede the live window."""
         return sum(chunk.count for chunk in self.transcript)
 
-    def restore(self) -> AgentSession:
+    def restore(self, window: Sequence[Message] | None = None) -> AgentSession:
         """Rebuild the ``AgentSession`` and check the rest of the document against it.
+
+        ``window``: the live-window messages, already restored from exactly this document's stored
+        messages (see ``warm.py``); they are used instead of deserializing those messages again.
 
         Raises:
             SessionCorruptError: The snapshot cannot be restored, its history is not a list of
                 ``Message`` objects, or a remembered key points outside the transcript.
         """
         try:
-            session = AgentSession.from_dict(self.snapshot)
+            if window is None:
+                session = AgentSession.from_dict(self.snapshot)
+            else:
+                session = AgentSession.from_dict(_without_messages(self.snapshot))
+                set_history(session, list(window))
             _check_history(session)
             live = history(session)
             total = self.archived_count + len(live)
@@ -377,6 +384,15 @@ def stored_messages(document: SessionDocument | None) -> list[dict[str, Any]]:
     provider_state = document.snapshot.get("state", {}).get(HISTORY_SOURCE_ID)
     messages = provider_state.get("messages") if isinstance(provider_state, dict) else None
     return messages if isinstance(messages, list) else []
+
+
+def _without_messages(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of ``snapshot`` whose history provider state holds no messages."""
+    state = snapshot.get("state", {})
+    provider_state = state.get(HISTORY_SOURCE_ID)
+    if not isinstance(provider_state, dict):
+        return snapshot
+    return {**snapshot, "state": {**state, HISTORY_SOURCE_ID: {**provider_state, "messages": []}}}
 
 
 def _snapshot(session: AgentSession, reused: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ SETTINGS: dict[str, str] = {
     "SESSION_TTL_SECONDS": "Seconds an idle session is kept in Cosmos (Cosmos TTL); unset or -1 = forever.",
     "MAX_MESSAGE_BYTES": "Largest accepted user message, UTF-8 bytes (default 32768).",
     "MAX_SNAPSHOT_BYTES": "Largest snapshot document written, bytes (default 1572864; Cosmos caps items at 2 MB).",
+    "SESSION_CACHE_MB": "MB of stored sessions an instance keeps restored for their next turn (default 32; 0 = off).",
     "COMPACTION_STRATEGY": "What bounds the live window: messages | tokens | none (default messages).",
     "COMPACTION_MAX_MESSAGES": "Most messages a prompt holds with COMPACTION_STRATEGY=messages (default 40).",
     "COMPACTION_TOKEN_BUDGET": "Most estimated tokens a prompt holds with COMPACTION_STRATEGY=tokens (default 8000).",
@@ -101,6 +102,7 @@ class Settings:
     session_ttl_seconds: int | None = None
     max_message_bytes: int = 32 * 1024
     max_snapshot_bytes: int = 1_572_864
+    session_cache_bytes: int = 32 * 1024 * 1024
     compaction_strategy: str = "messages"
     compaction_max_messages: int = 40
     compaction_token_budget: int = 8000
@@ -182,6 +184,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         session_ttl_seconds=None if ttl in (None, -1) else ttl,
         max_message_bytes=env.integer("MAX_MESSAGE_BYTES", default=32 * 1024, minimum=1),
         max_snapshot_bytes=env.integer("MAX_SNAPSHOT_BYTES", default=1_572_864, minimum=1024, maximum=2 * 1024 * 1024),
+        session_cache_bytes=env.integer("SESSION_CACHE_MB", default=32, minimum=0, maximum=4096) * 1024 * 1024,
         compaction_strategy=env.choice("COMPACTION_STRATEGY", COMPACTION_STRATEGIES, default="messages"),
         compaction_max_messages=env.integer("COMPACTION_MAX_MESSAGES", default=40, minimum=2),
         compaction_token_budget=env.integer("COMPACTION_TOKEN_BUDGET", default=8000, minimum=100),

@@ -32,6 +32,7 @@ from .errors import (
 from .models import IncompleteReplyError, model_failure
 from .settings import Settings
 from .stores import Record, SnapshotStore
+from .warm import WarmWindows
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class TurnService:
         self.strategy = build_strategy(settings)
         self._agent_factory = agent_factory
         self._agent: Agent | None = None
+        self.warm = WarmWindows(settings.session_cache_bytes)
 
     @property
     def agent(self) -> Agent:
@@ -127,7 +129,7 @@ class TurnService:
         """
         answers = [approvals.Answer(*answer) for answer in answers]
         record = await self.store.read(session_id, owner)
-        session = record.document.restore() if record else AgentSession(session_id=session_id)
+        session = self.warm.restore(record.document) if record else AgentSession(session_id=session_id)
         request_fingerprint = idempotency.fingerprint(message, answers) if key else None
         if key and record:
             replay = await self._replay(record, session, key, request_fingerprint)
@@ -292,6 +294,7 @@ class TurnService:
     async def delete(self, session_id: str, *, owner: str = "") -> None:
         """Delete ``owner``'s session and its transcript; a missing (or corrupt) one succeeds, and another
         owner's session of the same id is untouched."""
+        self.warm.forget(owner, session_id)
         await self.store.remove(session_id, owner)
 
     async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> dict[str, Any]:
@@ -318,7 +321,7 @@ class TurnService:
         record = await self.store.read(session_id, owner)
         if record is None:
             raise SessionNotFoundError(f"No session with id '{session_id}'.")
-        return record, record.document.restore()
+        return record, self.warm.restore(record.document)
 
     async def _commit(self, prepared: PreparedTurn, response: AgentResponse) -> TurnResult:
         """Write the archived chunk, then the snapshot, conditional on the version read (or claimed)."""
@@ -390,6 +393,7 @@ class TurnService:
                 if replay is not None:
                     return replay
             raise
+        self.warm.keep(document, live, len(prepared.stored))
         telemetry.turn_stored(
             turn=turn, window=len(live), archived=len(prepared.archived), snapshot_bytes=document.size
         )
@@ -445,7 +449,7 @@ class TurnService:
         record = await self.store.read(prepared.session_id, prepared.owner)
         if record is None or prepared.key is None:
             return None
-        return await self._replay(record, record.document.restore(), prepared.key, prepared.fingerprint)
+        return await self._replay(record, self.warm.restore(record.document), prepared.key, prepared.fingerprint)
 
     async def _discard_chunk(self, session_id: str, chunk_id: str, owner: str) -> None:
         """Best effort: an unlisted chunk is invisible anyway, and removed with the session."""

@@ -15,6 +15,7 @@ async def test_a_turn_costs_exactly_two_cosmos_requests_and_the_peer_costs_more(
         ours, peer = results["ours"][length], results["peer"][length]
         assert ours["requests_per_turn"] == 2.0  # one point read, one conditional write
         assert results["ours_full"][length]["requests_per_turn"] == 2.0
+        assert results["ours_warm"][length]["requests_per_turn"] == 2.0  # its rewinding turn is not counted
         assert results["raw"][length]["requests_per_turn"] == 2.0  # the floor: the same two requests, SDK alone
         assert peer["requests_per_turn"] == 3.0  # query to load, query to dedup, batch to save
         assert ours["bytes_sent_per_turn"] > 0
@@ -45,7 +46,7 @@ def test_the_ru_estimate_follows_its_stated_model():
 
 async def test_overhead_reports_percentiles_for_each_length():
     results = await overhead.run([4, 8], repetitions=5)
-    assert set(results) == {"4", "8", "with_default_compaction"}
+    assert set(results) == {"4", "8", "with_default_compaction", "with_default_compaction_warm"}
     assert all(results[n]["p95_us"] >= results[n]["p50_us"] > 0 for n in ("4", "8"))
 
 
@@ -56,9 +57,13 @@ def test_targets_are_judged_from_the_measured_figures():
             "ours": {10: row, 100: row, 400: row},
             "ratios_ours_to_peer": {400: {"p50": 0.2, "p50_equal_window": 0.35}},
             "ratios_ours_to_raw": {100: 1.25},
+            "ratios_ours_warm_to_raw": {100: 1.35},
             "ours_growth_p50": 1.0,
         },
-        "overhead_us": {"with_default_compaction": {"100": {"p50_us": 1100}}},
+        "overhead_us": {
+            "with_default_compaction": {"100": {"p50_us": 1100}},
+            "with_default_compaction_warm": {"100": {"p50_us": 900}},
+        },
         "cold_start": {
             "ratio_first_turn_to_bare_imports": 1.1,
             "import_breakdown_function_app": [{"package": "stateful_agent", "ms": 9.5}],
@@ -67,7 +72,9 @@ def test_targets_are_judged_from_the_measured_figures():
     verdicts = {row["name"]: row["met"] for row in targets(results)}
     assert verdicts == {
         "overhead_ms_at_100": False,
+        "overhead_ms_at_100_warm": True,
         "ours_vs_raw_sdk_at_100": True,
+        "ours_vs_raw_sdk_at_100_warm": False,
         "ours_vs_peer_at_400_equal_window": True,
         "ours_vs_peer_at_400_default_window": False,
         "first_turn_vs_bare_import": True,

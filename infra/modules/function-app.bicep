@@ -131,6 +131,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SESSION_TTL_SECONDS: string(sessionTtlSeconds)
     MAX_MESSAGE_BYTES: '32768'
     MAX_SNAPSHOT_BYTES: '1572864'
+    SESSION_CACHE_MB: '32'
     COMPACTION_STRATEGY: 'messages'
     COMPACTION_MAX_MESSAGES: '40'
     COMPACTION_TOKEN_BUDGET: '8000'
