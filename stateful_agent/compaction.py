@@ -19,6 +19,7 @@ Archiving down to half makes each transcript chunk about half a window, not one 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from agent_framework import (
@@ -53,11 +54,19 @@ async def archivable_prefix(
         return 0
     if isinstance(strategy, TruncationStrategy) and strategy.tokenizer is None and len(history) < max_messages:
         return 0  # cheap exit: under the message limit nothing can be excluded
-    probe = [Message.from_dict(message.to_dict()) for message in [*history, incoming]]  # never annotate the originals
+    probe = [_probe_copy(message) for message in [*history, incoming]]
     await apply_compaction(probe, strategy=strategy)
     kept = {id(message) for message in included_messages(probe)}
     cut = next((i for i, message in enumerate(probe) if id(message) in kept), len(probe))
     return _align_to_groups(probe, min(cut, len(history)))
+
+
+def _probe_copy(message: Message) -> Message:
+    """A copy that compaction may annotate, leaving ``message`` as it is: MAF's compaction writes its
+    annotations into ``additional_properties`` and sets missing ``message_id``s, nothing else."""
+    probe = copy.copy(message)
+    probe.additional_properties = copy.deepcopy(message.additional_properties)
+    return probe
 
 
 def _align_to_groups(messages: list[Message], cut: int) -> int:

@@ -185,11 +185,19 @@ async def test_a_tool_call_is_never_archived_without_its_result(limit):
     assert len(history) - cut + 1 <= limit  # and the prompt fits the window
 
 
-async def test_compaction_never_annotates_the_stored_messages():
+@pytest.mark.parametrize("strategy_name", ["messages", "tokens"])
+async def test_compaction_never_changes_the_stored_messages(strategy_name):
+    """The messages are shared (a warm instance reuses them): compaction works on copies only."""
     history = _tool_conversation()
-    strategy = build_strategy(Settings(compaction_max_messages=2))
-    await archivable_prefix(history, Message(role="user", contents=["u3"]), strategy, max_messages=2)
-    assert all(not m.additional_properties for m in history)
+    history[0].additional_properties["mine"] = {"kept": True}
+    before = [m.to_dict() for m in history]
+    incoming = Message(role="user", contents=["u3" * 100])
+    settings = Settings(compaction_strategy=strategy_name, compaction_max_messages=2, compaction_token_budget=100)
+    cut = await archivable_prefix(history, incoming, build_strategy(settings), max_messages=2)
+    assert cut > 0  # compaction did run and exclude something
+    assert [m.to_dict() for m in history] == before
+    assert all(m.message_id is None for m in [*history, incoming])
+    assert not incoming.additional_properties
 
 
 async def test_bad_paging_parameters_are_rejected(make_service):
