@@ -1,15 +1,19 @@
-"""Loopback servers for benchmarks and tests: the local Cosmos DB server, a fake OpenAI endpoint."""
+"""Loopback servers for benchmarks and tests: the local Cosmos DB server, a PostgreSQL server, a fake OpenAI
+endpoint."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +27,16 @@ EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPM
 
 
 #: Prefixes of the app's settings (stateful_agent/settings.py); child processes start without them.
-_APP_SETTING_PREFIXES = ("MAF_", "COSMOS_", "OPENAI_", "AZURE_OPENAI", "MODEL_PROVIDER", "COMPACTION_", "IDEMPOTENCY_")
+_APP_SETTING_PREFIXES = (
+    "MAF_",
+    "COSMOS_",
+    "POSTGRES_",
+    "OPENAI_",
+    "AZURE_OPENAI",
+    "MODEL_PROVIDER",
+    "COMPACTION_",
+    "IDEMPOTENCY_",
+)
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -71,6 +84,125 @@ def local_cosmos(timeout: float = 30, *, keep_alive: bool = False) -> Iterator[s
         process.terminate()
         process.wait(timeout=10)
         log.unlink(missing_ok=True)
+
+
+def postgres_binaries() -> Path | None:
+    """The directory of the PostgreSQL server programs (``POSTGRES_BIN_DIR``, Debian's newest
+    ``/usr/lib/postgresql/<n>/bin``, or ``initdb`` on the PATH), or ``None``."""
+    candidates = [os.environ.get("POSTGRES_BIN_DIR", "")]
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
+    initdb = shutil.which("initdb")
+    candidates.append(str(Path(initdb).resolve().parent) if initdb else "")
+    return next((Path(c) for c in candidates if c and (Path(c) / "postgres").is_file()), None)
+
+
+class LocalPostgres:
+    """A throwaway PostgreSQL server on a free loopback port, in a temporary directory.
+
+    Durability is off (``fsync``, ``full_page_writes``), which a clean ``stop`` does not need;
+    ``pg_stat_statements`` is loaded so that tests can count statements. As root, the server runs as the
+    ``postgres`` user that Debian's package creates (PostgreSQL refuses to run as root).
+    """
+
+    def __init__(self, timeout: float = 30, *, password: str | None = None) -> None:
+        """``password``: the superuser's, and every loopback login needs one (SCRAM); else logins are trusted."""
+        self.password = password
+        self.binaries = postgres_binaries()
+        if self.binaries is None:
+            raise ServerUnavailable("PostgreSQL server programs not found (Debian: apt-get install postgresql)")
+        self.port = free_port()
+        self.timeout = timeout
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.folder = Path(tempfile.mkdtemp(prefix="stateful-agent-pg-"))
+        self.data = self.folder / "data"
+        self.log = self.folder / "server.log"
+        if self.user:
+            try:
+                account = pwd.getpwnam(self.user)
+            except KeyError:
+                raise ServerUnavailable(
+                    "running as root needs the 'postgres' user (Debian's postgresql package)"
+                ) from None
+            os.chown(self.folder, account.pw_uid, account.pw_gid)
+        auth = ["-A", "trust"]
+        if password is not None:
+            secret = self.folder / "pwfile"
+            secret.write_text(password)
+            if self.user:
+                os.chown(secret, account.pw_uid, account.pw_gid)
+            auth = ["-A", "scram-sha-256", f"--pwfile={secret}"]
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", *auth, "-E", "UTF8", "--no-sync")
+
+    def dsn(self, database: str = "postgres") -> str:
+        """A libpq connection string for ``database`` as the superuser ``postgres``."""
+        secret = f" password={self.password}" if self.password is not None else ""
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database} connect_timeout=5{secret}"
+
+    def create_database(self) -> str:
+        """Create an empty database; return its connection string."""
+        import psycopg
+        from psycopg import sql
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.dsn(), autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.dsn(name)
+
+    def start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories='{self.folder}' "
+            "-c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=200 "
+            "-c shared_preload_libraries=pg_stat_statements"
+        )
+        self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            str(int(self.timeout)),
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+
+    def close(self) -> None:
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self.stop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        assert self.binaries is not None
+        completed = subprocess.run(
+            [str(self.binaries / program), *args],
+            cwd=self.folder,
+            user=self.user,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout + 30,
+            check=False,
+        )
+        if completed.returncode != 0:
+            log = self.log.read_text(errors="replace")[-1000:] if self.log.exists() else ""
+            raise ServerUnavailable(f"{program} failed: {completed.stderr.strip()[-1000:]} {log}")
+
+
+@contextmanager
+def local_postgres(timeout: float = 30, *, password: str | None = None) -> Iterator[LocalPostgres]:
+    """Start a ``LocalPostgres``; stop it and remove its files afterwards."""
+    server = LocalPostgres(timeout, password=password)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
 
 
 class _ChatCompletions(BaseHTTPRequestHandler):

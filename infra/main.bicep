@@ -42,7 +42,13 @@ param cosmosServerless bool = true
 @description('Container throughput (RU/s) when cosmosServerless is false.')
 param cosmosThroughput int = 400
 
-@description('Seconds Cosmos DB keeps an idle session; -1 = forever.')
+@description('Host name of an existing Azure Database for PostgreSQL flexible server with Microsoft Entra authentication, e.g. myserver.postgres.database.azure.com. Set: sessions are stored there (MAF_SESSION_BACKEND=postgres) and no Cosmos DB account is created; the README lists the role and network steps. Empty = Cosmos DB.')
+param postgresHost string = ''
+
+@description('Database on postgresHost that holds the sessions (its schema is created with `python -m stateful_agent.stores.postgres migrate`).')
+param postgresDatabase string = 'agents'
+
+@description('Seconds an idle session is kept; -1 = forever.')
 param sessionTtlSeconds int = -1
 
 @description('Endpoint of an existing Azure OpenAI resource to use instead of creating one (grant the app identity "Cognitive Services OpenAI User" on it). Empty = create one.')
@@ -88,6 +94,7 @@ var createOpenAi = empty(existingOpenAiEndpoint)
 // Sessions with owners, partitioned by [/owner, /session_id]. A partition key cannot change in place, so this
 // is a new container; one made by an earlier version ('sessions', partitioned by /session_id) is left as it is.
 var containerName = 'conversations'
+var useCosmos = empty(postgresHost)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -129,7 +136,7 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
-module cosmos 'modules/cosmos.bicep' = {
+module cosmos 'modules/cosmos.bicep' = if (useCosmos) {
   name: 'cosmos'
   scope: rg
   params: {
@@ -180,7 +187,10 @@ module functionApp 'modules/function-app.bicep' = {
     storageBlobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.connectionString
-    cosmosEndpoint: cosmos.outputs.endpoint
+    sessionBackend: useCosmos ? 'cosmos' : 'postgres'
+    cosmosEndpoint: useCosmos ? cosmos.outputs.endpoint : ''
+    // No password: the app signs in with a Microsoft Entra token of its identity, whose name is the role.
+    postgresDsn: useCosmos ? '' : 'host=${postgresHost} port=5432 dbname=${postgresDatabase} user=${identity.outputs.name} sslmode=require'
     cosmosDatabase: 'agents'
     cosmosContainer: containerName
     sessionTtlSeconds: sessionTtlSeconds
@@ -198,7 +208,8 @@ output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
-output COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output COSMOS_ENDPOINT string = useCosmos ? cosmos.outputs.endpoint : ''
+output POSTGRES_ROLE string = useCosmos ? '' : identity.outputs.name
 output COSMOS_DATABASE string = 'agents'
 output COSMOS_CONTAINER string = containerName
 output AZURE_OPENAI_ENDPOINT string = openAiEndpoint

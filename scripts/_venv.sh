@@ -26,3 +26,23 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# ensure_postgres: the PostgreSQL server programs the tests start (Debian's postgresql package); installed
+# with apt-get when missing (as root, or through sudo). POSTGRES_BIN_DIR names another installation.
+ensure_postgres() {
+  if [ -n "${POSTGRES_BIN_DIR:-}" ] || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null ||
+    command -v initdb >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || {
+      echo "error: the PostgreSQL server is required for the tests: apt-get install postgresql" >&2
+      return 1
+    }
+    sudo="sudo"
+  fi
+  echo "installing the PostgreSQL server (Debian package postgresql) for the tests ..." >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib >/dev/null
+}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigurationError
 
-BACKENDS = ("cosmos", "file", "memory")
+BACKENDS = ("cosmos", "postgres", "file", "memory")
 AUTH_MODES = ("none", "easyauth", "header")
 COMPACTION_STRATEGIES = ("messages", "tokens", "none")
 MODEL_PROVIDERS = ("azure_openai", "openai", "echo")
@@ -24,13 +24,16 @@ SETTINGS: dict[str, str] = {
     "AUTH_MODE": "Who owns a session: none (function keys, shared) | easyauth (App Service Authentication) | header.",
     "AUTH_USER_HEADER": "With AUTH_MODE=header: the header a trusted caller names the user in (default X-User-Id).",
     "EASYAUTH_LOCAL_HEADERS": "true = trust X-MS-CLIENT-PRINCIPAL-* headers without Easy Auth (never in Azure).",
-    "MAF_SESSION_BACKEND": "Session store: cosmos | file | memory (default file).",
+    "MAF_SESSION_BACKEND": "Session store: cosmos | postgres | file | memory (default file).",
     "MAF_SESSION_DIR": "Directory of the file store (default ./.sessions).",
     "COSMOS_ENDPOINT": "Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/.",
     "COSMOS_KEY": "Account key, for emulators only; unset = Microsoft Entra ID (managed identity).",
     "COSMOS_DATABASE": "Cosmos database name (default agents).",
     "COSMOS_CONTAINER": "Cosmos container name, partition key [/owner, /session_id] (default conversations).",
     "COSMOS_CREATE_CONTAINER": "true = create database and container on first use (local emulators only).",
+    "POSTGRES_DSN": "libpq connection string or URI; unset = the PG* variables. No password = Entra ID in Azure.",
+    "POSTGRES_CREATE_SCHEMA": "true = create or upgrade the PostgreSQL schema on first use (else run migrate).",
+    "POSTGRES_POOL_SIZE": "Most PostgreSQL connections per instance (default 5).",
     "SESSION_TTL_SECONDS": "Seconds an idle session is kept in Cosmos (Cosmos TTL); unset or -1 = forever.",
     "MAX_MESSAGE_BYTES": "Largest accepted user message, UTF-8 bytes (default 32768).",
     "MAX_SNAPSHOT_BYTES": "Largest snapshot document written, bytes (default 1572864; Cosmos caps items at 2 MB).",
@@ -69,6 +72,7 @@ LOCAL_ONLY_SETTINGS = frozenset(
         "EASYAUTH_LOCAL_HEADERS",
         "COSMOS_KEY",
         "COSMOS_CREATE_CONTAINER",
+        "POSTGRES_CREATE_SCHEMA",
         "AZURE_OPENAI_API_KEY",
         "OPENAI_BASE_URL",
         "OPENAI_API_KEY",
@@ -95,10 +99,14 @@ class Settings:
     backend: str = "file"
     session_dir: Path = Path(".sessions")
     cosmos_endpoint: str | None = None
-    cosmos_key: str | None = None
+    cosmos_key: str | None = field(default=None, repr=False)
     cosmos_database: str = "agents"
     cosmos_container: str = "conversations"
     cosmos_create_container: bool = False
+    #: May hold a password: kept out of ``repr`` (and never logged).
+    postgres_dsn: str | None = field(default=None, repr=False)
+    postgres_create_schema: bool = False
+    postgres_pool_size: int = 5
     session_ttl_seconds: int | None = None
     max_message_bytes: int = 32 * 1024
     max_snapshot_bytes: int = 1_572_864
@@ -151,6 +159,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError("COSMOS_ENDPOINT is required when MAF_SESSION_BACKEND=cosmos.")
     if cosmos_endpoint and not cosmos_endpoint.startswith(("https://", "http://")):
         raise ConfigurationError("COSMOS_ENDPOINT must be an http(s) URL.")
+    postgres_dsn = env.text("POSTGRES_DSN")
+    if backend == "postgres":
+        _check_conninfo(postgres_dsn or "")
     ttl = env.integer("SESSION_TTL_SECONDS", default=None, minimum=-1)
     if ttl == 0:
         raise ConfigurationError("SESSION_TTL_SECONDS must be -1 (keep forever) or a positive number of seconds.")
@@ -181,6 +192,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cosmos_database=env.text("COSMOS_DATABASE") or "agents",
         cosmos_container=env.text("COSMOS_CONTAINER") or "conversations",
         cosmos_create_container=env.flag("COSMOS_CREATE_CONTAINER"),
+        postgres_dsn=postgres_dsn,
+        postgres_create_schema=env.flag("POSTGRES_CREATE_SCHEMA"),
+        postgres_pool_size=env.integer("POSTGRES_POOL_SIZE", default=5, minimum=1, maximum=100),
         session_ttl_seconds=None if ttl in (None, -1) else ttl,
         max_message_bytes=env.integer("MAX_MESSAGE_BYTES", default=32 * 1024, minimum=1),
         max_snapshot_bytes=env.integer("MAX_SNAPSHOT_BYTES", default=1_572_864, minimum=1024, maximum=2 * 1024 * 1024),
@@ -213,6 +227,20 @@ def anonymous_session_routes(environ: Mapping[str, str] | None = None) -> bool:
     is reported as ``configuration_error`` on the first request)."""
     value = (os.environ if environ is None else environ).get("AUTH_MODE", "")
     return value.strip().lower() == "easyauth"
+
+
+def _check_conninfo(conninfo: str) -> None:
+    """Raise ``ConfigurationError`` when POSTGRES_DSN does not parse (without echoing it: it may hold a
+    password). Needs psycopg, which only the postgres backend imports."""
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError as exc:
+        raise ConfigurationError("MAF_SESSION_BACKEND=postgres needs psycopg (requirements.txt).") from exc
+    try:
+        conninfo_to_dict(conninfo)
+    except ProgrammingError:
+        raise ConfigurationError("POSTGRES_DSN is not a libpq connection string or postgresql:// URI.") from None
 
 
 def _infer_provider(env: _Env) -> str:

@@ -275,4 +275,4 @@ def store_operation(operation: str, backend: str, session_id: str) -> Iterator[S
             )
 
 
-_DB_SYSTEMS = {"cosmos": "azure.cosmosdb", "file": "file", "memory": "memory"}
+_DB_SYSTEMS = {"cosmos": "azure.cosmosdb", "postgres": "postgresql", "file": "file", "memory": "memory"}

@@ -19,6 +19,7 @@ from agent_framework import (
 )
 from agent_framework.observability import ChatTelemetryLayer
 
+from bench.servers import LocalPostgres
 from stateful_agent.runtime import build_service
 from stateful_agent.settings import Settings
 from stateful_agent.stores import SnapshotStore
@@ -180,10 +181,18 @@ def _finish(step: str | FailMidStream | EndsWithout) -> str | None:
 
 
 def settings_for(
-    backend: str, *, cosmos: Mapping[str, str] | None = None, tmp_path: Any = None, **extra: Any
+    backend: str,
+    *,
+    cosmos: Mapping[str, str] | None = None,
+    postgres: LocalPostgres | None = None,
+    tmp_path: Any = None,
+    **extra: Any,
 ) -> Settings:
-    """Settings for ``backend``; Cosmos tests get a fresh container of their own."""
+    """Settings for ``backend``; Cosmos tests get a fresh container, PostgreSQL tests a fresh database."""
     settings = Settings(backend=backend, **extra)
+    if backend == "postgres":
+        assert postgres is not None
+        settings = replace(settings, postgres_dsn=postgres.create_database(), postgres_create_schema=True)
     if backend == "file":
         settings = replace(settings, session_dir=tmp_path / "sessions")
     if backend == "cosmos":
@@ -217,6 +226,8 @@ async def read_raw(store: SnapshotStore, session_id: str, owner: str = "") -> tu
 def settings_environment(backend: str, settings: Settings) -> dict[str, str]:
     """The app settings (environment variables) of a test's ``settings``, for a child process."""
     env = {"MAF_SESSION_BACKEND": backend, "MAF_SESSION_DIR": str(settings.session_dir)}
+    if backend == "postgres":
+        env |= {"POSTGRES_DSN": str(settings.postgres_dsn), "POSTGRES_CREATE_SCHEMA": "true"}
     if backend == "cosmos":
         env |= {
             "COSMOS_ENDPOINT": str(settings.cosmos_endpoint),

@@ -9,9 +9,12 @@ from bench.__main__ import targets
 
 
 @pytest.mark.cosmos
-async def test_a_turn_costs_exactly_two_cosmos_requests_and_the_peer_costs_more(cosmos):
-    results = await store_cost.run(cosmos["endpoint"], [6, 30], repetitions=3)  # neither measured turn archives
+@pytest.mark.postgres
+async def test_a_turn_costs_exactly_two_cosmos_requests_and_the_peer_costs_more(cosmos, postgres):
+    # neither measured turn archives
+    results = await store_cost.run(cosmos["endpoint"], [6, 30], repetitions=3, postgres=postgres.create_database)
     for length in (6, 30):
+        assert results["postgres"][length]["requests_per_turn"] == 2.0  # one SELECT, one UPDATE
         ours, peer = results["ours"][length], results["peer"][length]
         assert ours["requests_per_turn"] == 2.0  # one point read, one conditional write
         assert results["ours_full"][length]["requests_per_turn"] == 2.0

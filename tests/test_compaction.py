@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import httpx
+import psycopg
 import pytest
 from agent_framework import Content, Message
 from agent_framework._compaction import group_messages
@@ -33,6 +34,13 @@ async def stored_chunk_ids(store, session_id: str, cosmos: dict | None = None, o
     if store.backend == "file":
         folder = store._chunk_dir(store._path(owner, session_id))
         return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
+    if store.backend == "postgres":
+        async with await psycopg.AsyncConnection.connect(store._conninfo.get_secret_value()) as connection:
+            cursor = await connection.execute(
+                "SELECT chunk_id FROM stateful_agent_transcripts WHERE owner = %s AND session_id = %s",
+                (owner, session_id),
+            )
+            return {row[0] for row in await cursor.fetchall()}
     async with CosmosClient(cosmos["endpoint"], credential=cosmos["key"], enable_endpoint_discovery=False) as client:
         container = client.get_database_client(cosmos["database"]).get_container_client(store.container_name)
         query = "SELECT c.id FROM c WHERE c.owner = @owner AND c.session_id = @sid AND c.kind = 'transcript'"

@@ -245,7 +245,7 @@ async def test_concurrent_turns_get_200_or_409_and_history_holds_exactly_the_win
 
 async def test_configuration_errors_are_reported_as_problems(monkeypatch):
     await runtime.install(None)
-    monkeypatch.setenv("MAF_SESSION_BACKEND", "postgres")
+    monkeypatch.setenv("MAF_SESSION_BACKEND", "redis")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
         body = assert_problem(await client.get("/api/health"), 500, "configuration_error")
     assert "MAF_SESSION_BACKEND" in body["detail"]

@@ -185,6 +185,7 @@ def test_parameters_file_feeds_azd_variables_to_main_bicep():
         "environmentName": {"value": "${AZURE_ENV_NAME}"},
         "location": {"value": "${AZURE_LOCATION}"},
         "principalId": {"value": "${AZURE_PRINCIPAL_ID}"},
+        "postgresHost": {"value": "${AZURE_POSTGRES_HOST=}"},  # empty unless set: Cosmos DB
     }
     main = (INFRA / "main.bicep").read_text()
     assert all(re.search(rf"^param {name} ", main, re.MULTILINE) for name in parameters)
@@ -199,6 +200,7 @@ def test_main_outputs_what_azd_and_the_readme_use():
         "AZURE_FUNCTION_APP_URL",
         "COSMOS_ENDPOINT",
         "AZURE_OPENAI_ENDPOINT",
+        "POSTGRES_ROLE",
     } <= outputs
     readme = (ROOT / "README.md").read_text()
     assert all(name in readme for name in ("AZURE_FUNCTION_APP_NAME", "AZURE_FUNCTION_APP_URL", "COSMOS_ENDPOINT"))
@@ -255,3 +257,16 @@ def test_functions_export_opentelemetry_from_host_and_worker_keylessly():
     assert "ENABLE_SENSITIVE_DATA: 'false'" in module
     assert "APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'" in module
     assert "DisableLocalAuth: true" in (INFRA / "modules" / "monitoring.bicep").read_text()
+
+
+def test_an_existing_postgres_server_replaces_cosmos_and_is_reached_without_a_password():
+    main = (INFRA / "main.bicep").read_text()
+    assert "var useCosmos = empty(postgresHost)" in main
+    assert re.search(r"^module cosmos 'modules/cosmos.bicep' = if \(useCosmos\)", main, re.MULTILINE)
+    (dsn,) = re.findall(r"^\s*postgresDsn: (.+)$", main, re.MULTILINE)
+    assert "sslmode=require" in dsn
+    assert "user=${identity.outputs.name}" in dsn
+    assert "password" not in dsn.lower()  # Microsoft Entra tokens of the managed identity
+    assert "sessionBackend: useCosmos ? 'cosmos' : 'postgres'" in main
+    module = (INFRA / "modules" / "function-app.bicep").read_text()
+    assert "MAF_SESSION_BACKEND: sessionBackend" in module

@@ -44,7 +44,9 @@ def test_the_readme_documents_every_setting():
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"MAF_SESSION_BACKEND": "postgres"}, "MAF_SESSION_BACKEND='postgres' is not one of"),
+        ({"MAF_SESSION_BACKEND": "redis"}, "MAF_SESSION_BACKEND='redis' is not one of"),
+        ({"MAF_SESSION_BACKEND": "postgres", "POSTGRES_DSN": "host=a b=c=d"}, "POSTGRES_DSN is not a libpq"),
+        ({"MAF_SESSION_BACKEND": "postgres", "POSTGRES_POOL_SIZE": "0"}, "POSTGRES_POOL_SIZE"),
         ({"MAF_SESSION_BACKEND": "cosmos"}, "COSMOS_ENDPOINT is required"),
         ({"COSMOS_ENDPOINT": "account.documents.azure.com"}, "COSMOS_ENDPOINT must be an http(s) URL"),
         ({"SESSION_TTL_SECONDS": "0"}, "SESSION_TTL_SECONDS must be -1"),

@@ -106,7 +106,7 @@ async def test_a_turn_is_one_trace_from_the_traceparent_to_the_conditional_write
     assert attributes["stateful_agent.conflict"] is False
     assert attributes["http.response.status_code"] == 200
     (write,) = by_name(spans, "session.create")
-    assert write.attributes["db.system.name"] in {"azure.cosmosdb", "file", "memory"}
+    assert write.attributes["db.system.name"] in {"azure.cosmosdb", "postgresql", "file", "memory"}
     assert write.attributes["stateful_agent.snapshot.bytes"] == attributes["stateful_agent.snapshot.bytes"]
     if backend == "cosmos":
         (read,) = by_name(spans, "session.read")

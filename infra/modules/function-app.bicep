@@ -19,7 +19,14 @@ param identityClientId string
 param storageBlobEndpoint string
 param deploymentContainerName string
 param applicationInsightsConnectionString string
+@allowed([
+  'cosmos'
+  'postgres'
+])
+param sessionBackend string
 param cosmosEndpoint string
+@description('libpq connection string of the PostgreSQL backend, without a password (Entra ID); empty with Cosmos DB.')
+param postgresDsn string
 param cosmosDatabase string
 param cosmosContainer string
 param sessionTtlSeconds int
@@ -124,10 +131,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ENABLE_SENSITIVE_DATA: 'false'
     AUTH_MODE: easyAuth ? 'easyauth' : 'none'
     AUTH_USER_HEADER: 'X-User-Id'
-    MAF_SESSION_BACKEND: 'cosmos'
+    MAF_SESSION_BACKEND: sessionBackend
     COSMOS_ENDPOINT: cosmosEndpoint
     COSMOS_DATABASE: cosmosDatabase
     COSMOS_CONTAINER: cosmosContainer
+    POSTGRES_DSN: postgresDsn
+    POSTGRES_POOL_SIZE: '5'
     SESSION_TTL_SECONDS: string(sessionTtlSeconds)
     MAX_MESSAGE_BYTES: '32768'
     MAX_SNAPSHOT_BYTES: '1572864'

@@ -23,6 +23,16 @@ def create_store(settings: Settings) -> SnapshotStore:
             create_container=settings.cosmos_create_container,
             **options,
         )
+    if settings.backend == "postgres":
+        from .postgres import PostgresSnapshotStore
+
+        return PostgresSnapshotStore(
+            settings.postgres_dsn or "",
+            managed_identity_client_id=settings.azure_client_id,
+            create_schema=settings.postgres_create_schema,
+            pool_size=settings.postgres_pool_size,
+            **options,
+        )
     if settings.backend == "memory":
         from .memory import MemorySnapshotStore
 
