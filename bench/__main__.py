@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cold_start, overhead, store_cost, throughput
-from .servers import local_cosmos
+from .servers import ServerUnavailable, local_cosmos, local_postgres
 
 FULL = {
     "lengths": [10, 100, 400],
@@ -102,11 +102,12 @@ def print_store_cost(cost: dict[str, Any], title: str, turns: int) -> None:
         "ours_warm": "ours: the same, warm instance",
         "ours_full": "ours: every message in the prompt",
         "raw": "floor: SDK read + conditional replace",
+        "postgres": "ours: PostgreSQL, warm instance",
         "peer": "MAF CosmosHistoryProvider",
         "file": "MAF FileSessionStore",
     }
     for store, label in names.items():
-        for length, row in cost[store].items():
+        for length, row in cost.get(store, {}).items():
             print(
                 f"{label:<38}{length:>9}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
                 f"{row.get('requests_per_turn', '-'):>10}{row.get('bytes_per_turn', '-'):>12}"
@@ -193,10 +194,16 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench" + (" --quick" if args.quick else ""),
         "config": config,
     }
-    with local_cosmos(keep_alive=True) as endpoint:
+    with local_cosmos(keep_alive=True) as endpoint, contextlib.ExitStack() as stack:
+        try:
+            postgres = stack.enter_context(local_postgres())
+            databases = postgres.create_database
+        except ServerUnavailable as error:
+            print(f"no PostgreSQL column: {error}", file=sys.stderr)
+            databases = None
         print("store cost, keep-alive ...", file=sys.stderr)
         results["store_cost_keepalive"] = asyncio.run(
-            store_cost.run(endpoint, config["lengths"], config["store_turns"])
+            store_cost.run(endpoint, config["lengths"], config["store_turns"], databases)
         )
     with local_cosmos() as endpoint:
         print("store cost, a connection per request ...", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Counts what reaches Cosmos DB: requests, bytes each way, request charge (azure-core response hook), and
 an estimate of what Azure Cosmos DB would charge, because the local server charges a flat 1 per request.
+For PostgreSQL it counts statements (each one round trip).
 
 The estimate is anchored on Microsoft's published point-read costs (a 1 KB item costs 1 RU, a 100 KB item
 about 10 RU), interpolated linearly in the item's size. A write (create, replace, upsert, delete) is taken as
@@ -41,6 +42,11 @@ class Meter:
         self.usage.bytes_received += received
         self.usage.request_charge += float(http_response.headers.get("x-ms-request-charge") or 0)
         self.usage.estimated_ru += estimate_ru(request, sent, received)
+
+    def statement(self) -> None:
+        """Count one SQL statement (one round trip to PostgreSQL)."""
+        if not self.paused:
+            self.usage.requests += 1
 
     def adjust_requests(self, delta: int) -> None:
         """Correct the count when one logical request was sent as several (emulated batches)."""

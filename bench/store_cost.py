@@ -10,6 +10,8 @@ Contenders ("subjects"), each a whole turn (load, run with the zero-latency echo
   the peer, whose users load the whole history into every prompt.
 - ``raw``: the physical floor, the azure-cosmos SDK alone reading and conditionally replacing the very
   document bytes ``ours`` stores, with the same client set-up.
+- ``postgres``: our store on PostgreSQL (default window, a warm instance as ``ours_warm``), when a
+  PostgreSQL server is given; its "requests" are SQL statements.
 - ``peer``: MAF's per-message ``CosmosHistoryProvider``, as its users wire it.
 - ``file``: MAF's ``FileSessionStore`` (a local, unversioned baseline).
 
@@ -31,16 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from agent_framework import Agent, AgentSession, FileSessionStore, InMemoryHistoryProvider
 from agent_framework_azure_cosmos import CosmosHistoryProvider
 from azure.core import MatchConditions
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
+from psycopg_pool import AsyncConnectionPool
 
 from stateful_agent.agent import build_agent
 from stateful_agent.models import EchoChatClient
 from stateful_agent.settings import Settings
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, document_id, transport
+from stateful_agent.stores.postgres import PostgresSnapshotStore
 from stateful_agent.turns import TurnService
 
 from .meter import Meter
@@ -134,9 +139,50 @@ async def _ours(
         async def turn(message: str) -> None:
             await service.run_turn(SESSION, message)
 
+        if warm and saved is not None:
+            await rewind()  # the first measured turn, too, reads a version this instance wrote
         yield Subject(turn, rewind, meter)
     finally:
         await client.close()
+
+
+def _counting_connection(meter: Meter) -> type[psycopg.AsyncConnection]:
+    class Counting(psycopg.AsyncConnection):
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            meter.statement()
+            return await super().execute(query, params, **kwargs)
+
+    return Counting
+
+
+@asynccontextmanager
+async def _postgres(dsn: str, length: int) -> AsyncIterator[Subject]:
+    """``ours_warm`` on PostgreSQL: the same turn, pipeline and rewind, with a pool counting statements."""
+    meter = Meter()
+    meter.paused = True
+    pool = AsyncConnectionPool(
+        dsn, connection_class=_counting_connection(meter), kwargs={"autocommit": True}, min_size=1, open=False
+    )
+    await pool.open()
+    try:
+        store = PostgresSnapshotStore(pool=pool, create_schema=True)
+        settings = Settings(backend="postgres")
+        service = TurnService(settings, store, lambda: build_agent(settings, EchoChatClient()))
+        for i in range(length // 2 - 1):
+            await service.run_turn(SESSION, f"message {i}")
+        saved = await store.read(SESSION)
+
+        async def rewind() -> None:
+            await store.upsert(SESSION, saved.document)
+            await service.run_turn(SESSION, "the previous turn")
+
+        async def turn(message: str) -> None:
+            await service.run_turn(SESSION, message)
+
+        await rewind()
+        yield Subject(turn, rewind, meter)
+    finally:
+        await pool.close()
 
 
 @asynccontextmanager
@@ -263,10 +309,14 @@ async def archiving(endpoint: str, database: str, turns: int) -> dict[str, float
     }
 
 
-async def run(endpoint: str, lengths: list[int], repetitions: int) -> dict[str, Any]:
-    """Every subject at every length, interleaved; ratios to the peer and to the floor."""
+async def run(
+    endpoint: str, lengths: list[int], repetitions: int, postgres: Callable[[], str] | None = None
+) -> dict[str, Any]:
+    """Every subject at every length, interleaved; ratios to the peer and to the floor. ``postgres`` makes
+    a new PostgreSQL database and returns its connection string (the ``postgres`` subject runs when given)."""
     database = f"bench-{uuid.uuid4().hex[:8]}"
-    results: dict[str, Any] = {name: {} for name in ("ours", "ours_warm", "ours_full", "raw", "peer", "file")}
+    names = ("ours", "ours_warm", "ours_full", "raw", "peer", "file", *(("postgres",) if postgres else ()))
+    results: dict[str, Any] = {name: {} for name in names}
     for length in lengths:
         async with AsyncExitStack() as stack:
             subjects = {
@@ -277,9 +327,14 @@ async def run(endpoint: str, lengths: list[int], repetitions: int) -> dict[str, 
                 "peer": await stack.enter_async_context(_peer(endpoint, database, length)),
                 "file": await stack.enter_async_context(_file(length)),
             }
+            if postgres:
+                subjects["postgres"] = await stack.enter_async_context(_postgres(postgres(), length))
             for name, figures in (await interleave(subjects, repetitions)).items():
                 results[name][length] = figures
     results["file"] = {n: {k: v for k, v in r.items() if k in ("p50_ms", "p95_ms")} for n, r in results["file"].items()}
+    if postgres:
+        keep = ("p50_ms", "p95_ms", "requests_per_turn")
+        results["postgres"] = {n: {k: v for k, v in r.items() if k in keep} for n, r in results["postgres"].items()}
 
     def ratio(a: str, b: str, length: int, key: str = "p50_ms") -> float:
         return round(results[a][length][key] / results[b][length][key], 3)
