@@ -45,6 +45,16 @@ async def delete_session(req: Request) -> Response:
     return await api.delete_session(req)
 
 
+@app.route(route="me", methods=["GET"], auth_level=SESSIONS)
+async def me(req: Request) -> Response:
+    return await api.me(req)
+
+
+@app.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)  # the page holds no data
+async def chat_page(req: Request) -> Response:
+    return await api.chat_page(req)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
     return await api.health(req)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from .errors import (
     AgentServiceError,
+    ChatPageDisabledError,
     InvalidJsonError,
     InvalidRequestError,
     InvalidSessionIdError,
@@ -35,7 +36,7 @@ from .errors import (
     printable,
 )
 from .idempotency import validate_key
-from .identity import caller
+from .identity import Caller, caller
 from .jsontext import encode_json
 from .runtime import get_service
 
@@ -268,6 +269,26 @@ async def delete_session(req: Request) -> Response:
     return Response(status_code=204)
 
 
+@_problems("GET /api/me")
+async def me(req: Request) -> Response:
+    """``GET /api/me``: how the app identifies callers (``auth_mode``) and who this caller is (``user``,
+    ``null`` when sessions are shared)."""
+    service, who = _identity(req)
+    user = {"id": who.principal_id, "provider": who.provider, "name": who.name} if who.provider else None
+    return StrictJSONResponse({"auth_mode": service.settings.auth_mode, "user": user})
+
+
+@_problems("GET /api/ui")
+async def chat_page(req: Request) -> Response:
+    """``GET /api/ui``: the chat page, a client of this API (404 ``chat_ui_disabled`` with ``CHAT_UI=false``)."""
+    if not get_service().settings.chat_ui:
+        raise ChatPageDisabledError("The chat page is turned off (CHAT_UI=false).")
+    from .chat_page import page
+
+    html, headers = page()
+    return Response(html, media_type="text/html; charset=utf-8", headers=headers)
+
+
 @_problems("GET /api/health")
 async def health(req: Request) -> Response:
     """``GET /api/health``: 200 when the store answers, else 503 ``store_unavailable``."""
@@ -360,8 +381,13 @@ async def _with_keepalive(events: AsyncIterator[bytes], interval: float) -> Asyn
 
 def _caller(req: Request) -> tuple[TurnService, str]:
     """The service and the owner key of the caller (see ``identity.py``): authentication comes first."""
+    service, who = _identity(req)
+    return service, who.owner
+
+
+def _identity(req: Request) -> tuple[TurnService, Caller]:
     service = get_service()
-    return service, caller(req.headers, service.settings).owner
+    return service, caller(req.headers, service.settings)
 
 
 def _limit(req: Request, *, default: int, maximum: int) -> int:

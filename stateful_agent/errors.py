@@ -75,6 +75,10 @@ class MethodNotAllowedError(AgentServiceError):
     status, code, title = 405, "method_not_allowed", "Method Not Allowed"
 
 
+class ChatPageDisabledError(AgentServiceError):
+    status, code, title = 404, "chat_ui_disabled", "The chat page is turned off"
+
+
 class UnauthenticatedError(AgentServiceError):
     status, code, title = 401, "unauthenticated", "Sign-in required"
 

@@ -53,6 +53,7 @@ SETTINGS: dict[str, str] = {
     "MODEL_TIMEOUT_SECONDS": "Seconds a model request may take, or stay silent mid-stream (default 60).",
     "MODEL_MAX_RETRIES": "How often a failed model request is retried by the OpenAI SDK (default 2).",
     "SSE_KEEPALIVE_SECONDS": "Seconds of model silence before a stream sends an SSE keep-alive (default 15).",
+    "CHAT_UI": "true = serve the chat page at /api/ui (default true).",
     "AGENT_NAME": "The agent's name (default assistant).",
     "AGENT_TOOLS": "The agent's tools: comma-separated module:attribute references (default none).",
     "AGENT_INSTRUCTIONS": "The agent's system instructions.",
@@ -126,6 +127,7 @@ class Settings:
     model_timeout_seconds: int = 60
     model_max_retries: int = 2
     sse_keepalive_seconds: int = 15
+    chat_ui: bool = True
     agent_name: str = "assistant"
     agent_tools: str = ""
     agent_instructions: str = DEFAULT_INSTRUCTIONS
@@ -214,6 +216,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         model_timeout_seconds=env.integer("MODEL_TIMEOUT_SECONDS", default=60, minimum=1, maximum=600),
         model_max_retries=env.integer("MODEL_MAX_RETRIES", default=2, minimum=0, maximum=10),
         sse_keepalive_seconds=env.integer("SSE_KEEPALIVE_SECONDS", default=15, minimum=1, maximum=230),
+        chat_ui=env.flag("CHAT_UI", default=True),
         agent_name=env.text("AGENT_NAME") or "assistant",
         agent_tools=env.text("AGENT_TOOLS") or "",
         agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
@@ -274,8 +277,8 @@ class _Env:
             raise ConfigurationError(f"{name}={value!r} is not one of: {', '.join(allowed)}.")
         return value.lower()
 
-    def flag(self, name: str) -> bool:
-        value = (self.text(name) or "false").lower()
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = (self.text(name) or str(default)).lower()
         if value not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigurationError(f"{name}={value!r} must be true or false.")
         return value in ("true", "1", "yes")

@@ -64,6 +64,8 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
         ("GET", "sessions"): "function",
         ("GET", "sessions/{session_id}"): "function",
         ("DELETE", "sessions/{session_id}"): "function",
+        ("GET", "me"): "function",
+        ("GET", "ui"): "anonymous",
         ("GET", "health"): "anonymous",
     }
 

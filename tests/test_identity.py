@@ -147,6 +147,7 @@ async def test_a_stored_owner_that_does_not_match_its_key_is_corrupt(make_servic
         ("DELETE", "/api/sessions/demo"),
         ("GET", "/api/sessions"),
         ("POST", "/api/sessions"),
+        ("GET", "/api/me"),
     ],
 )
 async def test_a_session_request_without_a_principal_is_401(users, method, path):
@@ -264,8 +265,9 @@ def test_session_routes_are_anonymous_at_the_functions_level_only_with_easy_auth
     )
     levels = json.loads(completed.stdout.strip().splitlines()[-1])
     assert levels.pop("health GET") == "anonymous"
+    assert levels.pop("ui GET") == "anonymous"  # the chat page holds no data; its API calls are checked
     assert set(levels.values()) == {level}
-    assert len(levels) == 6
+    assert len(levels) == 7  # the six session routes and GET /api/me
 
 
 # -- listing ------------------------------------------------------------------------------------------------
@@ -325,3 +327,28 @@ async def test_a_listing_limit_outside_1_to_100_is_a_400(users, limit):
     response = await users.get("/api/sessions", params={"limit": limit}, headers=ALICE)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("settings", "headers", "expected"),
+    [
+        ({}, ALICE, {"auth_mode": "none", "user": None}),  # shared sessions: headers name nobody
+        (
+            EASYAUTH,
+            {**ALICE, "X-MS-CLIENT-PRINCIPAL-NAME": "alice@contoso.com"},
+            {"auth_mode": "easyauth", "user": {"id": "alice", "provider": "aad", "name": "alice@contoso.com"}},
+        ),
+        (
+            {"auth_mode": "header"},
+            {"X-User-Id": "u-7"},
+            {"auth_mode": "header", "user": {"id": "u-7", "provider": "header", "name": None}},
+        ),
+    ],
+    ids=["none", "easyauth", "header"],
+)
+async def test_me_says_how_callers_are_identified_and_who_this_one_is(make_service, settings, headers, expected):
+    await runtime.install(make_service("memory", ScriptedChatClient(), **settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
+        response = await client.get("/api/me", headers=headers)
+    assert response.status_code == 200
+    assert response.json() == expected

@@ -244,7 +244,7 @@ def test_easy_auth_is_configured_only_when_an_app_registration_is_given():
     assert module.count("name: 'authsettingsV2'") == 1
     assert "AUTH_MODE: easyAuth ? 'easyauth' : 'none'" in module
     auth = module[module.index("name: 'authsettingsV2'") : module.index("resource ftpPublishing")]
-    assert "excludedPaths: [\n        '/api/health'\n      ]" in auth
+    assert "excludedPaths: [\n        '/api/health'\n        '/api/ui'\n      ]" in auth  # the page signs in itself
     assert "clientSecret" not in auth  # keyless: bearer tokens need no secret
 
 

@@ -27,6 +27,7 @@ def test_defaults_need_no_configuration():
     assert settings.session_ttl_seconds is None
     assert (settings.cosmos_database, settings.cosmos_container) == ("agents", "conversations")
     assert (settings.auth_mode, settings.easyauth_enabled, settings.in_azure) == ("none", False, False)
+    assert settings.chat_ui is True
 
 
 def test_the_sample_settings_file_lists_every_setting_and_loads():
@@ -54,6 +55,7 @@ def test_the_readme_documents_every_setting():
         ({"MAX_MESSAGE_BYTES": "0"}, "MAX_MESSAGE_BYTES=0 must be >= 1"),
         ({"MAX_SNAPSHOT_BYTES": "3000000"}, "between 1024 and 2097152"),
         ({"COSMOS_CREATE_CONTAINER": "maybe"}, "must be true or false"),
+        ({"CHAT_UI": "off"}, "CHAT_UI='off' must be true or false"),
         ({"MODEL_PROVIDER": "llama"}, "MODEL_PROVIDER='llama' is not one of"),
         ({"MODEL_PROVIDER": "azure_openai"}, "AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_MODEL must be set"),
         ({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com/"}, "AZURE_OPENAI_MODEL must be set"),
@@ -65,6 +67,11 @@ def test_bad_settings_name_the_culprit(environ, message):
     with pytest.raises(ConfigurationError) as raised:
         load_settings(environ)
     assert message in raised.value.detail
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("TRUE", True), (" ", True)])
+def test_the_chat_page_is_on_unless_turned_off(value, expected):
+    assert load_settings({"CHAT_UI": value}).chat_ui is expected
 
 
 def test_ttl_minus_one_means_keep_forever_and_blank_means_unset():

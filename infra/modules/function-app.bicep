@@ -152,6 +152,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     MODEL_TIMEOUT_SECONDS: '60'
     MODEL_MAX_RETRIES: '2'
     SSE_KEEPALIVE_SECONDS: '15'
+    CHAT_UI: 'true'
     AGENT_NAME: agentName
     AGENT_TOOLS: agentTools
     AGENT_INSTRUCTIONS: agentInstructions
@@ -181,8 +182,10 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
+      // The health probe, and the chat page, which holds no data and signs the user in itself.
       excludedPaths: [
         '/api/health'
+        '/api/ui'
       ]
     }
     httpSettings: {
