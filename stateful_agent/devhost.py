@@ -145,6 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         help="local.settings.json to load; '' to load none",
     )
     parser.add_argument(
+        "--tools",
+        metavar="REFS",
+        help="AGENT_TOOLS to use when neither the environment nor the settings file sets it "
+        "(./scripts/run-local: the sample tools, samples.tools:TOOLS)",
+    )
+    parser.add_argument(
         "--user",
         help="act as this signed-in user: AUTH_MODE=easyauth with local identity headers (try two users locally)",
     )
@@ -158,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.settings_file and Path(args.settings_file).is_file():
         loaded = load_local_settings(Path(args.settings_file))
         logging.getLogger(__name__).info("Loaded %d setting(s) from %s", loaded, args.settings_file)
+    if args.tools and "AGENT_TOOLS" not in os.environ:
+        os.environ["AGENT_TOOLS"] = args.tools
     from .errors import ConfigurationError
     from .runtime import get_service
 
@@ -173,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         args.host,
         args.port,
     )
+    if service.settings.chat_ui:
+        prefix = _route_prefix(APP_ROOT / "host.json").strip("/")
+        print(f"Chat page: http://{args.host}:{args.port}/{prefix + '/' if prefix else ''}ui", flush=True)
     import uvicorn
 
     if args.user:

@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 
 
 @contextmanager
-def devhost(settings_file: Path, *extra: str) -> Iterator[str]:
+def devhost(settings_file: Path, *extra: str, output: list[str] | None = None) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -52,6 +52,8 @@ def devhost(settings_file: Path, *extra: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        if output is not None:
+            output.append(process.stdout.read())
 
 
 def test_conversation_survives_a_restart_of_the_local_host(tmp_path):
@@ -163,6 +165,26 @@ def test_the_readme_walkthrough_approves_a_tool_call_across_a_restart(tmp_path):
         session = httpx.get(f"{base}/api/sessions/pay").json()
         assert session["pending_approvals"] == []
         assert session["usage"]["total_tokens"] > asked["usage"]["total_tokens"]
+
+
+def test_run_local_turns_the_sample_tools_on_unless_a_setting_names_tools_and_prints_the_page(tmp_path):
+    """``./scripts/run-local`` passes ``--tools samples.tools:TOOLS``: a newcomer can make the echo model call
+    a tool from the chat page whose URL it prints; an ``AGENT_TOOLS`` setting (even blank) wins."""
+    settings_file = tmp_path / "local.settings.json"
+    values = {"MAF_SESSION_BACKEND": "file", "MAF_SESSION_DIR": str(tmp_path / "sessions")}
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    message = {"message": 'call get_weather {"city": "Oslo"}'}
+    output: list[str] = []
+    with devhost(settings_file, "--tools", "samples.tools:TOOLS", output=output) as base:
+        reply = httpx.post(f"{base}/api/sessions/w/turns", json=message).json()["reply"]
+        assert reply == "[echo, offline] get_weather returned: Oslo: cloudy, 14 °C"
+        assert httpx.get(f"{base}/api/ui").status_code == 200
+    assert f"Chat page: {base}/api/ui" in output[0]
+
+    settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {**values, "AGENT_TOOLS": ""}}))
+    with devhost(settings_file, "--tools", "samples.tools:TOOLS") as base:
+        reply = httpx.post(f"{base}/api/sessions/x/turns", json=message).json()["reply"]
+        assert reply.startswith('[echo, offline] You said: "call get_weather')
 
 
 def test_garbage_collection_waits_for_the_first_request_then_skips_startup_objects():
