@@ -46,3 +46,22 @@ ensure_postgres() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib >/dev/null
 }
+
+# ensure_chromium: the headless browser of the chat page's tests (Debian's chromium package; browsers that
+# tools download do not work here). CHROMIUM_PATH names another one.
+ensure_chromium() {
+  if [ -n "${CHROMIUM_PATH:-}" ] || command -v chromium >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || {
+      echo "error: Chromium is required for the browser tests: apt-get install chromium" >&2
+      return 1
+    }
+    sudo="sudo"
+  fi
+  echo "installing Chromium (Debian package chromium) for the browser tests ..." >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+}
