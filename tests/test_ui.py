@@ -278,6 +278,25 @@ def test_a_newcomer_with_the_echo_model_is_told_how_to_call_a_tool_and_approves_
     assert page.errors == []
 
 
+def test_an_approval_whose_request_never_arrives_is_asked_again(app_for, page):
+    script = [CallTool("transfer", {"amount": 7, "to": "eve"}), "Sent."]
+    server, _ = app_for(ScriptedChatClient(script), agent_tools=TOOLS)
+    page.goto(f"{server.url}/api/ui")
+    send(page, "Pay eve 7")
+    page.locator(".approval").wait_for()
+
+    page.route("**/turns", lambda route: route.abort("connectionrefused"))  # the answer and its retry
+    page.click(".approval >> text=Approve")
+    page.locator(".problem:has-text('Network error')").wait_for()
+    page.locator(".approval:not(.answered)").wait_for()  # the app still waits: asked again
+    assert tools_for_tests.RUNS == []
+
+    page.unroute("**/turns")
+    page.click(".approval:not(.answered) >> text=Approve")
+    page.locator(".msg.assistant:has-text('Sent.')").wait_for()
+    assert tools_for_tests.RUNS == [(7, "eve")]
+
+
 # -- safety and failures ----------------------------------------------------------------------------------------
 
 
@@ -323,6 +342,7 @@ def test_a_conflict_is_explained_and_the_conversation_reloaded(app_for, page):
     page.locator("text=changed elsewhere").wait_for()
     page.locator(".msg.assistant:has-text('from another device')").wait_for()
     assert page.locator(".msg.user").all_inner_texts() == ["Start", "Meanwhile, elsewhere"]
+    assert page.input_value("#input") == "From this tab"  # not lost: ready to send again
 
 
 async def _settled(model: ScriptedChatClient, requests: int) -> None:
@@ -362,6 +382,8 @@ def test_a_problem_is_shown_with_its_title_and_detail(app_for, page):
     problem.wait_for()
     assert "Message too large" in problem.inner_text() or "too large" in problem.inner_text().lower()
     assert "message_too_large" in problem.inner_text()
+    assert page.input_value("#input") == "x" * 40_000  # nothing stored: the text is back, to shorten and resend
+    assert page.locator(".msg.user.unsent").inner_text().endswith("(not sent)")
 
 
 # -- identity and settings -------------------------------------------------------------------------------------

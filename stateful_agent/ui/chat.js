@@ -327,10 +327,15 @@ async function send(text) {
       return;
     }
   }
-  userMessage(text);
-  await turn({ message: text });
+  const shown = userMessage(text);
+  const outcome = await turn({ message: text });
+  if (outcome !== "stored") {
+    shown.classList.add("unsent");
+    shown.append(el("span", { class: "muted", text: outcome === "unsent" ? " (not sent)" : " (no answer)" }));
+  }
 }
 
+// One turn, streamed: "stored", "unsent" (the app stored nothing) or "unknown" (no answer, even to the retry).
 async function turn(body) {
   state.busy = true;
   $("send").disabled = true;
@@ -342,13 +347,21 @@ async function turn(body) {
         await stream(body, key, reply);
         break;
       } catch (error) {
-        if (error instanceof Problem) return await handleProblem(error);
-        if (attempt >= 2) return showProblem(new Problem(0, { title: "Network error",
-          detail: "The app could not be reached; your message was not lost if it shows above. Try again." }));
+        if (error instanceof Problem) {
+          await handleProblem(error, body);
+          return "unsent";
+        }
+        if (attempt >= 2) {
+          showProblem(new Problem(0, { title: "Network error", detail: "The app did not answer, so this turn may " +
+            "or may not have been stored. Reload the conversation to see it as stored before you send it again." }));
+          await unsent(body, { text: false });
+          return "unknown";
+        }
         notice("The connection dropped; retrying with the same Idempotency-Key…");
       }
     }
     loadSessions().catch(() => {});
+    return "stored";
   } finally {
     state.busy = false;
     $("send").disabled = false;
@@ -409,15 +422,25 @@ function finish(reply, text) {
   reply.replaceChildren(markdown(text));
 }
 
-async function handleProblem(error) {
+async function handleProblem(error, body) {
   const code = error.body.code;
   if (code === "session_conflict" || code === "approval_not_pending") {
     await openSession(state.session);
     notice("This conversation changed elsewhere (another tab or device), so your last message was not sent; it was reloaded.");
-    return;
+    return unsent(body, { approvals: false }); // the reload showed them
   }
   showProblem(error);
-  if (code === "approvals_pending") for (const approval of error.body.pending_approvals || []) approvalCard(approval);
+  for (const approval of error.body.pending_approvals || []) approvalCard(approval); // approvals_pending
+  return unsent(body, { approvals: code !== "approvals_pending" });
+}
+
+// A turn that stored nothing (or may not have): its text goes back into the composer, and the approvals it
+// answered are asked again if the app still waits for them.
+async function unsent(body, { text = true, approvals = true } = {}) {
+  if (text && body.message && !input.value) input.value = body.message;
+  if (!body.approvals || !approvals) return;
+  const summary = await json(`/sessions/${encodeURIComponent(state.session)}`).catch(() => null);
+  for (const approval of summary?.pending_approvals || []) approvalCard(approval);
 }
 
 // The offline echo model repeats what it is sent; say how to make it call a tool, so a newcomer can try one.
