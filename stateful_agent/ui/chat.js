@@ -2,7 +2,7 @@
 // page as text nodes (never as HTML); the Markdown subset below builds elements, so nothing can inject markup.
 "use strict";
 
-const API = new URL(".", location.href).pathname.replace(/\/$/, ""); // this page is <prefix>/ui
+const API = location.pathname.replace(/\/ui\/?$/, ""); // this page is <prefix>/ui (or <prefix>/ui/)
 const KEY_STORAGE = "stateful-agent.function-key";
 const $ = (id) => document.getElementById(id);
 const log = $("log");
