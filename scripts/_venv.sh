@@ -27,41 +27,39 @@ ensure_venv() {
   fi
 }
 
-# ensure_postgres: the PostgreSQL server programs the tests start (Debian's postgresql package); installed
-# with apt-get when missing (as root, or through sudo). POSTGRES_BIN_DIR names another installation.
+# apt_install WHAT PACKAGE...: install Debian packages with apt-get (as root, or through sudo); WHAT says
+# what they are for in the messages.
+apt_install() {
+  local what="$1"
+  shift
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || {
+      echo "error: $what is required: apt-get install $*" >&2
+      return 1
+    }
+    sudo="sudo"
+  fi
+  echo "installing $what (Debian packages: $*) ..." >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ensure_postgres: the PostgreSQL server programs the tests start (Debian's postgresql package), installed
+# when missing. POSTGRES_BIN_DIR names another installation.
 ensure_postgres() {
   if [ -n "${POSTGRES_BIN_DIR:-}" ] || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null ||
     command -v initdb >/dev/null; then
     return 0
   fi
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || {
-      echo "error: the PostgreSQL server is required for the tests: apt-get install postgresql" >&2
-      return 1
-    }
-    sudo="sudo"
-  fi
-  echo "installing the PostgreSQL server (Debian package postgresql) for the tests ..." >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib >/dev/null
+  apt_install "the PostgreSQL server for the tests" postgresql postgresql-contrib
 }
 
 # ensure_chromium: the headless browser of the chat page's tests (Debian's chromium package; browsers that
-# tools download do not work here). CHROMIUM_PATH names another one.
+# tools download do not work here), installed when missing. CHROMIUM_PATH names another one.
 ensure_chromium() {
   if [ -n "${CHROMIUM_PATH:-}" ] || command -v chromium >/dev/null; then
     return 0
   fi
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || {
-      echo "error: Chromium is required for the browser tests: apt-get install chromium" >&2
-      return 1
-    }
-    sudo="sudo"
-  fi
-  echo "installing Chromium (Debian package chromium) for the browser tests ..." >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  apt_install "Chromium for the browser tests" chromium
 }
