@@ -200,6 +200,7 @@ async def _restart_mid_run(own_server) -> None:
             assert down.json()["code"] == "store_unavailable"
             assert int(down.headers["retry-after"]) >= 1
             assert (await client.get("/api/health")).status_code == 503
+            await asyncio.sleep(6)  # a longer outage: psycopg's reconnection back-off would reach 8 s
         finally:
             own_server.start()
 

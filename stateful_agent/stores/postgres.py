@@ -382,6 +382,10 @@ class PostgresSnapshotStore(SnapshotStore):
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=self._timeout,
+                # Give up reconnecting after one request's wait, not psycopg's 5 minutes: its back-off doubles
+                # up to minutes, so a server back from a long outage would wait that long for a connection.
+                # After giving up, the next request that finds no connection connects again at once.
+                reconnect_timeout=self._timeout,
                 open=False,
                 name="stateful-agent",
             )
