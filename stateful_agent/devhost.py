@@ -181,14 +181,15 @@ def main(argv: list[str] | None = None) -> None:
         args.host,
         args.port,
     )
+    prefix = _route_prefix(APP_ROOT / "host.json")
     if service.settings.chat_ui:
-        prefix = _route_prefix(APP_ROOT / "host.json").strip("/")
-        print(f"Chat page: http://{args.host}:{args.port}/{prefix + '/' if prefix else ''}ui", flush=True)
+        path = "/".join(part for part in (prefix.strip("/"), "ui") if part)
+        print(f"Chat page: http://{args.host}:{args.port}/{path}", flush=True)
     import uvicorn
 
     if args.user:
         logging.getLogger(__name__).info("Acting as user %r (AUTH_MODE=easyauth, local identity headers)", args.user)
-    uvicorn.run(build_app(user=args.user), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(build_app(route_prefix=prefix, user=args.user), host=args.host, port=args.port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ const $ = (id) => document.getElementById(id);
 const log = $("log");
 const input = $("input");
 
-const state = { session: null, cursor: null, busy: false, pending: new Map(), me: null, model: "" };
+const state = { session: null, cursor: null, busy: false, pending: new Map(), model: "" };
 
 // -- the API ----------------------------------------------------------------------------------------------
 
@@ -45,6 +45,11 @@ async function call(path, options = {}, keyAsked = false) {
 
 async function json(path, options) {
   return (await call(path, options)).json();
+}
+
+// The API path of a session, or of one of its sub-resources ("/turns", "/messages").
+function sessionPath(sessionId, rest = "") {
+  return `/sessions/${encodeURIComponent(sessionId)}${rest}`;
 }
 
 function askForKey() {
@@ -247,13 +252,13 @@ function select(sessionId, title) {
 async function openSession(sessionId) {
   select(sessionId);
   try {
-    const summary = await json(`/sessions/${encodeURIComponent(sessionId)}`);
+    const summary = await json(sessionPath(sessionId));
     $("title").textContent = summary.title || "Untitled conversation";
     let cursor = null;
     do {
       const query = new URLSearchParams({ limit: "200" });
       if (cursor) query.set("cursor", cursor);
-      const page = await json(`/sessions/${encodeURIComponent(sessionId)}/messages?${query}`);
+      const page = await json(sessionPath(sessionId, `/messages?${query}`));
       page.messages.forEach(view);
       cursor = page.next_cursor;
     } while (cursor);
@@ -280,7 +285,7 @@ async function newSession() {
 async function deleteSession() {
   if (!state.session || !confirm("Delete this conversation? This cannot be undone.")) return;
   try {
-    await call(`/sessions/${encodeURIComponent(state.session)}`, { method: "DELETE" });
+    await call(sessionPath(state.session), { method: "DELETE" });
     select(null);
     await loadSessions();
   } catch (error) {
@@ -369,7 +374,7 @@ async function turn(body) {
 }
 
 async function stream(body, key, first) {
-  const path = `/sessions/${encodeURIComponent(state.session)}/turns`;
+  const path = sessionPath(state.session, "/turns");
   const response = await call(path, {
     method: "POST",
     headers: { "content-type": "application/json", accept: "text/event-stream", "idempotency-key": key },
@@ -439,7 +444,7 @@ async function handleProblem(error, body) {
 async function unsent(body, { text = true, approvals = true } = {}) {
   if (text && body.message && !input.value) input.value = body.message;
   if (!body.approvals || !approvals) return;
-  const summary = await json(`/sessions/${encodeURIComponent(state.session)}`).catch(() => null);
+  const summary = await json(sessionPath(state.session)).catch(() => null);
   for (const approval of summary?.pending_approvals || []) approvalCard(approval);
 }
 
@@ -469,13 +474,13 @@ function authLink(text, path) {
 async function whoAmI() {
   const who = $("who");
   try {
-    state.me = await json("/me");
-    const user = state.me.user;
+    const me = await json("/me");
+    const user = me.user;
     if (!user) {
       who.textContent = "Shared conversations (no sign-in)";
     } else {
       who.replaceChildren(`Signed in as ${user.name || user.id}`);
-      if (state.me.auth_mode === "easyauth") who.append(" · ", authLink("Sign out", "/.auth/logout?post_logout_redirect_uri="));
+      if (me.auth_mode === "easyauth") who.append(" · ", authLink("Sign out", "/.auth/logout?post_logout_redirect_uri="));
     }
     return true;
   } catch (error) {
