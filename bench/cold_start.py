@@ -113,7 +113,7 @@ def run(cosmos_endpoint: str, processes: int) -> dict[str, Any]:
             "COSMOS_DATABASE": database,
             "COSMOS_CONTAINER": container,
             "MODEL_PROVIDER": "openai",
-            "OPENAI_BASE_URL": openai_url,
+            "OPENAI_BASE_URL": f"{openai_url}/v1",
             "OPENAI_MODEL": "bench",
             "OPENAI_API_KEY": "unused",
         }

@@ -206,17 +206,24 @@ def local_postgres(timeout: float = 30, *, password: str | None = None) -> Itera
 
 
 class _ChatCompletions(BaseHTTPRequestHandler):
-    """Answers ``POST /v1/chat/completions`` at once with a fixed assistant message."""
+    """Answers any ``POST`` at once with a Chat Completions response holding ``reply``; appends each request's
+    line and headers to ``seen`` when that is a list."""
+
+    reply = "ok"
+    seen: list[bytes] | None = None
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.seen is not None:
+            self.seen.append(f"{self.requestline}\r\n{self.headers}".encode("latin-1"))
+        message = {"role": "assistant", "content": self.reply}
         body = json.dumps(
             {
                 "id": "chatcmpl-bench",
                 "object": "chat.completion",
                 "created": 0,
                 "model": "bench",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }
         ).encode()
@@ -231,13 +238,16 @@ class _ChatCompletions(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_openai() -> Iterator[str]:
-    """A zero-latency OpenAI-compatible Chat Completions endpoint on loopback; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _ChatCompletions)
+def fake_openai(reply: str = "ok", seen: list[bytes] | None = None) -> Iterator[str]:
+    """A zero-latency Chat Completions endpoint on loopback answering ``reply`` at any path (OpenAI's
+    ``/v1/chat/completions``, Azure OpenAI's ``/openai/deployments/...``); yields its root URL. Each request's
+    line and headers are appended to ``seen`` when given."""
+    handler = type("ChatCompletions", (_ChatCompletions,), {"reply": reply, "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

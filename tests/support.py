@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -259,3 +260,12 @@ def run_in_new_process(module: str, *args: str, env: dict[str, str]) -> dict[str
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def sse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
+    """The ``(event, data)`` pairs of a whole Server-Sent Events body (keep-alive comments skipped)."""
+    events = []
+    for block in body.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events

@@ -19,7 +19,7 @@ from stateful_agent.errors import ContentFilteredError, ModelError
 from stateful_agent.runtime import build_service
 from stateful_agent.settings import load_settings
 from stateful_agent.turns import TurnService
-from tests.support import EndsWithout, ModelDown, ScriptedChatClient
+from tests.support import EndsWithout, ModelDown, ScriptedChatClient, sse_events
 
 TURN = "/api/sessions/s1/turns"
 
@@ -29,14 +29,6 @@ async def _post(service: TurnService, *, stream: bool) -> httpx.Response:
     headers = {"Accept": "text/event-stream"} if stream else {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
         return await client.post(TURN, json={"message": "tell me"}, headers=headers)
-
-
-def _events(response: httpx.Response) -> list[tuple[str, dict]]:
-    events = []
-    for block in response.text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new-session", "existing-session"])
@@ -53,7 +45,7 @@ async def test_a_reply_without_a_finish_reason_is_a_model_error_and_stores_nothi
     assert response.status_code == 502
     assert response.json()["code"] == "model_error"
 
-    streamed = _events(await _post(service, stream=True))
+    streamed = sse_events((await _post(service, stream=True)).text)
     assert streamed[0] == ("delta", {"text": "half"})
     assert streamed[-1][0] == "error"
     assert streamed[-1][1]["code"] == "model_error"
@@ -74,7 +66,7 @@ async def test_a_content_filter_refusal_is_a_422_not_a_retryable_502(make_servic
     response = await _post(service, stream=False)
     assert response.status_code == 422
     assert response.json()["code"] == "content_filtered"
-    streamed = _events(await _post(service, stream=True))
+    streamed = sse_events((await _post(service, stream=True)).text)
     assert streamed[-1][0] == "error"
     assert streamed[-1][1]["code"] == "content_filtered"
     assert await service.store.read("s1") is None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 import pytest
 from agent_framework import Message
 
+from bench.servers import fake_openai
 from stateful_agent.errors import ConfigurationError
 from stateful_agent.models import EchoChatClient, build_chat_client
 from stateful_agent.settings import SETTINGS, load_settings
@@ -118,46 +118,22 @@ async def test_azure_openai_uses_the_chat_completions_client_with_entra_id_when_
 
     monkeypatch.setattr(azure.identity.aio, "DefaultAzureCredential", RecordingCredential)
     seen: list[bytes] = []
-
-    async def azure_openai(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
-        await reader.readexactly(length)
-        seen.append(head)
-        body = json.dumps(
+    with fake_openai(reply="hi", seen=seen) as endpoint:
+        settings = load_settings(
             {
-                "id": "c1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+                "AZURE_OPENAI_ENDPOINT": endpoint + "/",
+                "AZURE_OPENAI_MODEL": "chat-deployment",
+                "AZURE_CLIENT_ID": "identity-client-id",
+                "MODEL_TIMEOUT_SECONDS": "42",
+                "MODEL_MAX_RETRIES": "3",
             }
-        ).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % len(body))
-        writer.write(b"Connection: close\r\n\r\n" + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(azure_openai, "127.0.0.1", 0)
-    endpoint = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    settings = load_settings(
-        {
-            "AZURE_OPENAI_ENDPOINT": endpoint,
-            "AZURE_OPENAI_MODEL": "chat-deployment",
-            "AZURE_CLIENT_ID": "identity-client-id",
-            "MODEL_TIMEOUT_SECONDS": "42",
-            "MODEL_MAX_RETRIES": "3",
-        }
-    )
-    client = build_chat_client(settings)
-    try:
+        )
+        client = build_chat_client(settings)
         assert isinstance(client, OpenAIChatCompletionClient)
         assert client.model == "chat-deployment"
         assert [c.kwargs for c in created] == [{"managed_identity_client_id": "identity-client-id"}]
         assert (client.client.timeout, client.client.max_retries) == (42, 3)
         response = await client.get_response([Message(role="user", contents=["hello"])])
-    finally:
-        server.close()
     assert response.text == "hi"
     (request,) = seen
     assert request.startswith(b"POST /openai/deployments/chat-deployment/chat/completions")

@@ -17,7 +17,14 @@ from stateful_agent.errors import ApprovalNotPendingError, ConfigurationError, M
 from stateful_agent.tools import load_tools
 from tests import tools_for_tests
 from tests.conftest import DURABLE_BACKENDS, ROOT
-from tests.support import CallTool, ModelDown, ScriptedChatClient, run_in_new_process, settings_environment
+from tests.support import (
+    CallTool,
+    ModelDown,
+    ScriptedChatClient,
+    run_in_new_process,
+    settings_environment,
+    sse_events,
+)
 
 TOOLS = "tests.tools_for_tests:TOOLS"
 TURN = "/api/sessions/s1/turns"
@@ -32,14 +39,6 @@ def _no_runs_yet():
 async def http(service) -> httpx.AsyncClient:
     await runtime.install(service)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t")
-
-
-def events_of(response: httpx.Response) -> list[tuple[str, dict]]:
-    events = []
-    for block in response.text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        events.append((fields["event"], json.loads(fields["data"])))
-    return events
 
 
 # -- tools --------------------------------------------------------------------------------------------------
@@ -78,7 +77,7 @@ async def test_a_streamed_tool_turn_reports_the_call_and_the_result_in_order(mak
     model = ScriptedChatClient([CallTool("lookup", {"item": "x"}), "Found it."])
     async with await http(make_service(backend, model, agent_tools=TOOLS)) as client:
         response = await client.post(TURN, json={"message": "look"}, headers={"Accept": "text/event-stream"})
-    events = events_of(response)
+    events = sse_events(response.text)
     assert [kind for kind, _ in events] == ["tool_call", "tool_result", "delta", "delta", "done"]
     assert events[0][1] == {"id": "call-1", "name": "lookup", "arguments": {"item": "x"}}
     assert events[1][1] == {"id": "call-1", "name": "lookup", "result": "x: 42"}
@@ -310,8 +309,8 @@ async def test_usage_is_reported_per_turn_totalled_and_replayed(make_service, ba
     service = make_service(backend, model)
     async with await http(service) as client:
         first = (await client.post(TURN, json={"message": "hi"}, headers={"Idempotency-Key": "k-1"})).json()
-        streamed = events_of(
-            await client.post(TURN, json={"message": "again"}, headers={"Accept": "text/event-stream"})
+        streamed = sse_events(
+            (await client.post(TURN, json={"message": "again"}, headers={"Accept": "text/event-stream"})).text
         )
         replay = (await client.post(TURN, json={"message": "hi"}, headers={"Idempotency-Key": "k-1"})).json()
         described = (await client.get("/api/sessions/s1")).json()
