@@ -121,11 +121,13 @@ def app_for(tmp_path: Path) -> Iterator[Any]:
     """Factory: serve a service (file store, scripted ``model``) on a live local host; yield ``(server, service)``."""
     servers: list[LiveServer] = []
 
-    def make(model: ScriptedChatClient | None, *, wrap: Any = None, **settings: Any) -> tuple[LiveServer, Any]:
-        """``model=None``: the app's own offline echo model."""
+    def make(
+        model: ScriptedChatClient | None, *, wrap: Any = None, user: str | None = None, **settings: Any
+    ) -> tuple[LiveServer, Any]:
+        """``model=None``: the app's own offline echo model; ``user``: the local host acts as that user."""
         configured = settings_for("file", tmp_path=tmp_path, **settings)
         service = service_for(configured, model or build_chat_client(configured))
-        app = build_app()
+        app = build_app(user=user)
         server = LiveServer(wrap(app) if wrap else app).__enter__()
         servers.append(server)
         server.run(runtime.install(service))
@@ -412,32 +414,22 @@ def test_with_function_keys_the_page_asks_once_and_keeps_the_key_out_of_the_url(
     assert not page.locator("#key-dialog").is_visible()
 
 
-def test_a_signed_in_user_sees_their_name_and_only_their_conversations(tmp_path, browser, request):
+def test_a_signed_in_user_sees_their_name_and_only_their_conversations(app_for, page):
     model = ScriptedChatClient(["for alice"])
-    settings = settings_for("file", tmp_path=tmp_path, auth_mode="easyauth", easyauth_local_headers=True)
-    service = service_for(settings, model)
-    with LiveServer(build_app(user="alice@example.com")) as server:
-        server.run(runtime.install(service))
-        context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone-sized screen
-        tab = context.new_page()
-        try:
-            tab.goto(f"{server.url}/api/ui")
-            tab.locator("text=Signed in as alice@example.com").wait_for()
-            send(tab, "Mine")
-            replies(tab).first.wait_for()
-            box = tab.locator("#sidebar").bounding_box()
-            assert box["x"] + box["width"] <= 1  # the list folds away off-screen on a small screen
-            tab.click("#toggle")
-            tab.wait_for_timeout(300)  # the slide-in transition
-            assert tab.locator("#sidebar").bounding_box()["x"] >= 0
-            assert tab.get_attribute("#toggle", "aria-expanded") == "true"
-            assert tab.locator("#sessions button").all_inner_texts() == ["Mine"]
-            assert httpx.get(f"{server.url}/api/sessions", headers=_bob()).json()["sessions"] == []
-        finally:
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-            context.close()
-            server.run(runtime.install(None))
+    server, _ = app_for(model, user="alice@example.com", auth_mode="easyauth", easyauth_local_headers=True)
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone-sized screen
+    page.goto(f"{server.url}/api/ui")
+    page.locator("text=Signed in as alice@example.com").wait_for()
+    send(page, "Mine")
+    replies(page).first.wait_for()
+    box = page.locator("#sidebar").bounding_box()
+    assert box["x"] + box["width"] <= 1  # the list folds away off-screen on a small screen
+    page.click("#toggle")
+    page.wait_for_timeout(300)  # the slide-in transition
+    assert page.locator("#sidebar").bounding_box()["x"] >= 0
+    assert page.get_attribute("#toggle", "aria-expanded") == "true"
+    assert page.locator("#sessions button").all_inner_texts() == ["Mine"]
+    assert httpx.get(f"{server.url}/api/sessions", headers=_bob()).json()["sessions"] == []
 
 
 def _bob() -> dict[str, str]:
