@@ -72,6 +72,11 @@ param openAiCapacity int = 10
 @description('Azure OpenAI API version the app uses; empty = the Agent Framework default.')
 param openAiApiVersion string = ''
 
+@minValue(0)
+@maxValue(1000000)
+@description('Most tokens one model call may write (MODEL_MAX_OUTPUT_TOKENS, sent as max_completion_tokens); 0 = the model\'s own limit.')
+param modelMaxOutputTokens int = 0
+
 @description('The agent\'s tools, as AGENT_TOOLS: comma-separated module:attribute references, e.g. samples.tools:TOOLS. Empty = none.')
 param agentTools string = ''
 
@@ -197,6 +202,7 @@ module functionApp 'modules/function-app.bicep' = {
     openAiEndpoint: openAiEndpoint
     openAiDeploymentName: openAiDeploymentName
     openAiApiVersion: openAiApiVersion
+    modelMaxOutputTokens: modelMaxOutputTokens
     agentName: agentName
     agentInstructions: agentInstructions
     agentTools: agentTools

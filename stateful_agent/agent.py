@@ -7,7 +7,7 @@ from typing import Any
 
 from agent_framework import Agent, BaseChatClient, InMemoryHistoryProvider, Message
 
-from .models import build_chat_client
+from .models import FinishedReplies, build_chat_client
 from .settings import Settings
 from .tools import load_tools
 
@@ -32,15 +32,21 @@ def build_agent(settings: Settings, client: BaseChatClient | None = None) -> Age
     """Build the agent once per process.
 
     The history provider is explicit: it writes every turn into ``session.state``,
-    which is what we persist. Without it the turns would silently be lost.
+    which is what we persist. Without it the turns would silently be lost. Every model call
+    must finish (``FinishedReplies``), and ``MODEL_MAX_OUTPUT_TOKENS`` caps what each may write.
 
     Raises:
         ConfigurationError: ``AGENT_TOOLS`` names something that cannot be loaded as a tool.
     """
+    options: dict[str, Any] = {}
+    if settings.model_max_output_tokens is not None:
+        options["max_tokens"] = settings.model_max_output_tokens  # Chat Completions: max_completion_tokens
     return Agent(
         client=client or build_chat_client(settings),
         name=settings.agent_name,
         instructions=settings.agent_instructions,
         tools=load_tools(settings.agent_tools) or None,
         context_providers=[TurnHistoryProvider()],
+        middleware=[FinishedReplies()],
+        default_options=options or None,  # type: ignore[arg-type]
     )

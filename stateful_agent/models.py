@@ -12,17 +12,21 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from agent_framework import (
+    AgentResponse,
     BaseChatClient,
+    ChatContext,
+    ChatMiddleware,
     ChatMiddlewareLayer,
     ChatResponse,
     ChatResponseUpdate,
     Content,
     FunctionInvocationLayer,
     Message,
+    ResponseStream,
 )
 from agent_framework.observability import ChatTelemetryLayer
 
@@ -34,6 +38,38 @@ logger = logging.getLogger(__name__)
 
 class IncompleteReplyError(Exception):
     """The model's reply ended without a finish reason (the stream closed mid-answer)."""
+
+
+class FinishedReplies(ChatMiddleware):
+    """Every model call of a turn must say it finished: a turn is complete only if each of its model calls is.
+
+    A stream that closes without a finish reason (no chunk at all, or a reply cut off after a tool ran) is
+    an incomplete reply, even when an earlier call of the same turn finished with ``tool_calls``; a call
+    stopped by the content filter does not count either. Checked per call, streamed or not, as MAF
+    finalizes the call's response, so the turn fails before anything is stored.
+    """
+
+    async def process(self, context: ChatContext, call_next: Callable[[], Awaitable[None]]) -> None:
+        await call_next()
+        if isinstance(context.result, ResponseStream):
+            context.result.with_result_transform(check_finished)
+        elif context.result is not None:
+            check_finished(context.result)
+
+
+def check_finished(response: ChatResponse | AgentResponse) -> None:
+    """Accept a model response only when the model said it finished, and not because of its content filter.
+
+    Raises:
+        IncompleteReplyError: No finish reason (the model's stream closed mid-answer).
+        ContentFilteredError: The model stopped because its content filter struck.
+    """
+    if response.finish_reason is None:
+        raise IncompleteReplyError("the model's reply ended without a finish reason")
+    if response.finish_reason == "content_filter":
+        raise ContentFilteredError(
+            "The model's content filter stopped its reply; the session was not changed. Rephrase the message."
+        )
 
 
 def build_chat_client(settings: Settings) -> BaseChatClient:

@@ -52,6 +52,7 @@ SETTINGS: dict[str, str] = {
     "OPENAI_MODEL": "Model name at the OpenAI-compatible endpoint.",
     "MODEL_TIMEOUT_SECONDS": "Seconds a model request may take, or stay silent mid-stream (default 60).",
     "MODEL_MAX_RETRIES": "How often a failed model request is retried by the OpenAI SDK (default 2).",
+    "MODEL_MAX_OUTPUT_TOKENS": "Most tokens one model call may write (max_completion_tokens); unset = the model's.",
     "SSE_KEEPALIVE_SECONDS": "Seconds of model silence before a stream sends an SSE keep-alive (default 15).",
     "CHAT_UI": "true = serve the chat page at /api/ui (default true).",
     "AGENT_NAME": "The agent's name (default assistant).",
@@ -126,6 +127,7 @@ class Settings:
     openai_model: str | None = None
     model_timeout_seconds: int = 60
     model_max_retries: int = 2
+    model_max_output_tokens: int | None = None
     sse_keepalive_seconds: int = 15
     chat_ui: bool = True
     agent_name: str = "assistant"
@@ -215,6 +217,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         openai_model=env.text("OPENAI_MODEL"),
         model_timeout_seconds=env.integer("MODEL_TIMEOUT_SECONDS", default=60, minimum=1, maximum=600),
         model_max_retries=env.integer("MODEL_MAX_RETRIES", default=2, minimum=0, maximum=10),
+        model_max_output_tokens=env.integer("MODEL_MAX_OUTPUT_TOKENS", default=None, minimum=1, maximum=1_000_000),
         sse_keepalive_seconds=env.integer("SSE_KEEPALIVE_SECONDS", default=15, minimum=1, maximum=230),
         chat_ui=env.flag("CHAT_UI", default=True),
         agent_name=env.text("AGENT_NAME") or "assistant",

@@ -72,29 +72,33 @@ async def read_range(
     return result
 
 
-def views(messages: Sequence[Message], context: Sequence[Message]) -> list[dict[str, Any]]:
-    """How the API shows messages: text; an assistant's ``tool_calls``; a tool's result; a user's approval
-    answers. ``context`` names the tools of results whose call is not among ``messages``."""
+def views(messages: Sequence[Message], context: Sequence[Message]) -> list[tuple[int, dict[str, Any]]]:
+    """How the API shows messages, each view with the position of its message in ``messages``: text; an
+    assistant's ``tool_calls``; a tool's result; a user's approval answers. A tool message holding the
+    results of several (parallel) calls shows as one view per result, as Chat Completions sends them.
+    ``context`` names the tools of results whose call is not among ``messages``."""
     names = {c.call_id: c.name for m in [*context, *messages] for c in m.contents if c.type == "function_call"}
-    shown = []
-    for message in messages:
-        view: dict[str, Any] = {"role": str(message.role), "text": message.text}
+    shown: list[tuple[int, dict[str, Any]]] = []
+    for position, message in enumerate(messages):
         calls = [c for c in message.contents if c.type == "function_call" and not c.informational_only]
         results = [c for c in message.contents if c.type == "function_result"]
         answers = [c for c in message.contents if c.type == "function_approval_response"]
-        if calls:
-            view["tool_calls"] = [{"id": c.call_id, "name": c.name, "arguments": tool_arguments(c)} for c in calls]
-        if results:
-            result = results[0]
-            view = {
+        message_views = [
+            {
                 "role": "tool",
                 "tool_call_id": result.call_id,
                 "name": names.get(result.call_id),
                 "result": tool_result_text(result),
             }
+            for result in results
+        ] or [{"role": str(message.role), "text": message.text}]
+        if calls and not results:
+            message_views[0]["tool_calls"] = [
+                {"id": c.call_id, "name": c.name, "arguments": tool_arguments(c)} for c in calls
+            ]
         if answers:
-            view["approvals"] = [{"id": c.id, "approved": bool(c.approved)} for c in answers]
-        shown.append(view)
+            message_views[0]["approvals"] = [{"id": c.id, "approved": bool(c.approved)} for c in answers]
+        shown += [(position, view) for view in message_views]
     return shown
 
 

@@ -15,23 +15,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from agent_framework import Agent, AgentResponse, AgentSession, Message
 
 from . import approvals, idempotency, listing, telemetry, transcript
 from .compaction import archivable_prefix, build_strategy
 from .documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
-from .errors import (
-    AgentServiceError,
-    ConfigurationError,
-    ContentFilteredError,
-    SessionConflictError,
-    SessionNotFoundError,
-)
-from .models import IncompleteReplyError, model_failure
+from .errors import AgentServiceError, ConfigurationError, SessionConflictError, SessionNotFoundError
+from .models import model_failure
 from .settings import Settings
 from .stores import Record, SnapshotStore
+from .tool_steps import ToolEvent, ToolSteps
 from .warm import WarmWindows
 
 logger = logging.getLogger(__name__)
@@ -56,14 +51,6 @@ class TurnResult:
             "approvals": list(self.approvals),
             "usage": self.usage.model_dump() if self.usage else None,
         }
-
-
-@dataclass(frozen=True)
-class ToolEvent:
-    """A step of a streamed turn: the model asked for a tool (``tool_call``), or it ran (``tool_result``)."""
-
-    kind: Literal["tool_call", "tool_result"]
-    data: dict[str, Any]
 
 
 @dataclass
@@ -194,7 +181,6 @@ class TurnService:
             return claim
         try:
             response = await self.agent.run(prepared.inputs, session=prepared.session)
-            _check_complete(response)
         except Exception as exc:  # any model, network or tool failure: nothing is stored
             await self._give_up(prepared)
             raise model_failure(exc, self.settings, session_id) from exc
@@ -229,21 +215,16 @@ class TurnService:
             The errors of ``run_turn``.
         """
         stream = self.agent.run(prepared.inputs, session=prepared.session, stream=True)
-        calls: dict[str, str] = {}  # call id -> tool name
+        steps = ToolSteps(history(prepared.session))
         try:
             async for update in stream:
-                for content in update.contents:
-                    if content.type == "function_call" and content.call_id and not content.informational_only:
-                        calls[content.call_id] = name = str(content.name)
-                        arguments = transcript.tool_arguments(content)
-                        yield ToolEvent("tool_call", {"id": content.call_id, "name": name, "arguments": arguments})
-                    elif content.type == "function_result" and content.call_id:
-                        name, text = calls.get(content.call_id), transcript.tool_result_text(content)
-                        yield ToolEvent("tool_result", {"id": content.call_id, "name": name, "result": text})
+                for event in steps.feed(update):
+                    yield event
                 if update.text:
                     yield update.text
             response = await stream.get_final_response()
-            _check_complete(response)
+            for event in steps.flush():
+                yield event
         except BaseException as exc:
             await self._give_up(prepared)
             if isinstance(exc, Exception):
@@ -268,7 +249,7 @@ class TurnService:
             "updated_at": document.updated_at,
             "usage": document.usage.model_dump() if document.usage else None,
             "pending_approvals": [a.public() for a in document.approvals if a.state == "pending"],
-            "messages": [view for view in transcript.views(live, live) if transcript.shown(view)],
+            "messages": [view for _, view in transcript.views(live, live) if transcript.shown(view)],
         }
 
     async def messages(self, session_id: str, *, cursor: str | None, limit: int, owner: str = "") -> dict[str, Any]:
@@ -287,7 +268,7 @@ class TurnService:
         return {
             "session_id": session_id,
             "total": total,
-            "messages": [{"index": start + i, **view} for i, view in enumerate(transcript.views(page, [*page, *live]))],
+            "messages": [{"index": start + i, **view} for i, view in transcript.views(page, [*page, *live])],
             "next_cursor": transcript.encode_cursor(end) if end < total else None,
         }
 
@@ -457,18 +438,3 @@ class TurnService:
             await self.store.delete_chunk(session_id, chunk_id, owner)
         except Exception as exc:
             logger.warning("Could not remove unused transcript chunk %s of %r: %s", chunk_id, session_id, exc)
-
-
-def _check_complete(response: AgentResponse) -> None:
-    """A reply counts only when the model said it finished; a content-filtered one does not count.
-
-    Raises:
-        IncompleteReplyError: No finish reason (the model's stream closed mid-answer).
-        ContentFilteredError: The model stopped because its content filter struck.
-    """
-    if response.finish_reason is None:
-        raise IncompleteReplyError("the model's reply ended without a finish reason")
-    if response.finish_reason == "content_filter":
-        raise ContentFilteredError(
-            "The model's content filter stopped its reply; the session was not changed. Rephrase the message."
-        )

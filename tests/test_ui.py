@@ -23,6 +23,7 @@ from stateful_agent.devhost import build_app
 from stateful_agent.models import build_chat_client
 from tests import tools_for_tests
 from tests.conftest import ROOT
+from tests.openai_server import Call, Calls, Reply, chat_completions_server
 from tests.support import CallTool, ScriptedChatClient, service_for, settings_for
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -259,6 +260,48 @@ def test_a_tool_call_is_shown_and_an_approval_clicked_runs_the_tool_once(app_for
     page.locator(".msg.assistant:has-text('Done: transferred.')").wait_for()
     assert page.locator(".approval").count() == 0
     assert "Tool call approved." in page.locator("#log").inner_text()
+
+
+def test_calls_streamed_in_fragments_show_once_each_live_and_after_a_reload(app_for, page):
+    """A model that streams as OpenAI does (parallel calls interleaved by index), then as llama.cpp does."""
+    script = [
+        Calls([Call("lookup", {"item": "Oslo"}), Call("lookup", {"item": "Bergen"})], interleave=True),
+        Reply("Both are 42."),
+        Calls([Call("transfer", {"amount": 5, "to": "bob"})], repeat_header=True),
+        Reply("Done: transferred."),
+    ]
+    with chat_completions_server(script) as model:
+        server, _ = app_for(
+            None,
+            agent_tools=TOOLS,
+            model_provider="openai",
+            openai_base_url=f"{model.url}/v1",
+            openai_model="gpt-test",
+            model_max_retries=0,
+        )
+        page.goto(f"{server.url}/api/ui")
+        send(page, "Look up Oslo and Bergen")
+        page.locator(".msg.assistant:has-text('Both are 42.')").wait_for()
+        calls, results = page.locator(".tool:not(.result)"), page.locator(".tool.result")
+        assert calls.count() == 2
+        assert ['"item": "Oslo"' in calls.nth(0).inner_text(), '"item": "Bergen"' in calls.nth(1).inner_text()] == [
+            True,
+            True,
+        ]
+        assert results.all_inner_texts() == ["Result of lookup\nOslo: 42", "Result of lookup\nBergen: 42"]
+
+        send(page, "Pay bob 5")
+        page.click(".approval >> text=Approve")
+        page.locator(".msg.assistant:has-text('Done: transferred.')").wait_for()
+        assert calls.count() == 3
+        assert results.last.inner_text() == "Result of transfer\ntransferred 5 to bob"
+
+        page.reload()
+        page.locator(".msg.assistant:has-text('Done: transferred.')").wait_for()
+        assert calls.count() == 3
+        assert results.count() == 3
+        assert tools_for_tests.RUNS == [(5, "bob")]
+        assert page.errors == []
 
 
 def test_a_newcomer_with_the_echo_model_is_told_how_to_call_a_tool_and_approves_one(app_for, page):

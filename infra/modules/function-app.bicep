@@ -33,6 +33,9 @@ param sessionTtlSeconds int
 param openAiEndpoint string
 param openAiDeploymentName string
 param openAiApiVersion string
+@minValue(0)
+@description('Most tokens one model call may write; 0 = the model\'s own limit.')
+param modelMaxOutputTokens int
 param agentName string
 param agentInstructions string
 @description('The agent\'s tools: comma-separated module:attribute references; empty = none.')
@@ -151,6 +154,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_OPENAI_API_VERSION: openAiApiVersion
     MODEL_TIMEOUT_SECONDS: '60'
     MODEL_MAX_RETRIES: '2'
+    MODEL_MAX_OUTPUT_TOKENS: modelMaxOutputTokens > 0 ? string(modelMaxOutputTokens) : ''
     SSE_KEEPALIVE_SECONDS: '15'
     CHAT_UI: 'true'
     AGENT_NAME: agentName

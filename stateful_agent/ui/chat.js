@@ -162,15 +162,25 @@ function usageLine(usage) {
   return el("span", { class: "usage", text: `${usage.input_tokens} tokens in · ${usage.output_tokens} out` });
 }
 
+// The box of a tool call already shown, by its id (a call is shown once, whatever reports it again).
+function callBox(id) {
+  return id ? [...log.querySelectorAll(".tool[data-call]")].find((node) => node.dataset.call === id) : undefined;
+}
+
 function toolCall(call) {
   const args = JSON.stringify(call.arguments ?? {}, null, 1);
-  return add(el("div", { class: "tool", "data-call": call.id || "" },
-    "Tool call ", el("span", { class: "name", text: call.name || "tool" }), el("pre", { text: args })));
+  const box = el("div", { class: "tool", "data-call": call.id || "" },
+    "Tool call ", el("span", { class: "name", text: call.name || "tool" }), el("pre", { text: args }));
+  const shown = callBox(call.id);
+  if (!shown) return add(box);
+  shown.replaceWith(box);
+  return box;
 }
 
 function toolResult(result) {
+  const name = result.name || callBox(result.id || result.tool_call_id)?.querySelector(".name")?.textContent;
   return add(el("div", { class: "tool result" },
-    "Result of ", el("span", { class: "name", text: result.name || "tool" }), el("pre", { text: String(result.result ?? "") })));
+    "Result of ", el("span", { class: "name", text: name || "tool" }), el("pre", { text: String(result.result ?? "") })));
 }
 
 function approvalCard(approval) {
