@@ -125,16 +125,6 @@ def _route_prefix(host_json: Path) -> str:
         return "api"
 
 
-def load_local_settings(path: Path) -> int:
-    """Copy ``Values`` of a ``local.settings.json`` into the environment; return how many were set."""
-    if not path.is_file():
-        return 0
-    values = json.loads(path.read_text()).get("Values", {})
-    fresh = {k: str(v) for k, v in values.items() if k not in os.environ}
-    os.environ.update(fresh)
-    return len(fresh)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve function_app locally (no Core Tools needed).")
     parser.add_argument("--host", default="127.0.0.1")
@@ -161,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.user:
         os.environ.update(AUTH_MODE="easyauth", EASYAUTH_LOCAL_HEADERS="true")
+    from .settings import load_local_settings
+
     if args.settings_file and Path(args.settings_file).is_file():
         loaded = load_local_settings(Path(args.settings_file))
         logging.getLogger(__name__).info("Loaded %d setting(s) from %s", loaded, args.settings_file)

@@ -377,6 +377,11 @@ class SessionSummary(_Document):
 ListingKey = tuple[str, str]
 
 
+def chunk_id(seq: int, nonce: str) -> str:
+    """The id of transcript chunk number ``seq`` written with ``nonce``."""
+    return f"~t~{seq}~{nonce}"
+
+
 def stored_messages(document: SessionDocument | None) -> list[dict[str, Any]]:
     """The stored dicts of a document's live-window messages (what ``restore`` turned into ``Message``s)."""
     if document is None:

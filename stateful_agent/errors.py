@@ -131,6 +131,13 @@ class ConfigurationError(AgentServiceError):
     status, code, title = 500, "configuration_error", "The app is misconfigured"
 
 
+class NotReadyError(ConfigurationError):
+    """What ``/api/health`` reports for a store it cannot use as configured: 503, so probes take the
+    instance out, with the ``configuration_error`` code and detail every session route reports (500)."""
+
+    status, title = 503, "The app cannot serve sessions as configured"
+
+
 class ModelError(AgentServiceError):
     status, code, title = 502, "model_error", "The model call failed"
 

@@ -52,6 +52,12 @@ class Caller:
 ANONYMOUS = Caller()
 
 
+def is_owner_key(owner: str) -> bool:
+    """Whether ``owner`` is a storage key ``Caller.owner`` can produce: ``""`` or ``provider/principal id``."""
+    provider, _, principal_id = owner.partition("/")
+    return owner == "" or bool(_PROVIDER.fullmatch(provider) and _PRINCIPAL_ID.fullmatch(principal_id))
+
+
 def caller(headers: Mapping[str, str], settings: Settings) -> Caller:
     """The caller of a session request.
 

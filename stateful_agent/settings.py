@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -225,6 +226,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
         azure_client_id=env.text("AZURE_CLIENT_ID"),
     )
+
+
+def load_local_settings(path: Path) -> int:
+    """Copy ``Values`` of a ``local.settings.json`` into the environment (variables already set win); return
+    how many were set. A missing file sets none."""
+    if not path.is_file():
+        return 0
+    values = json.loads(path.read_text()).get("Values", {})
+    fresh = {k: str(v) for k, v in values.items() if k not in os.environ}
+    os.environ.update(fresh)
+    return len(fresh)
 
 
 def anonymous_session_routes(environ: Mapping[str, str] | None = None) -> bool:

@@ -22,18 +22,13 @@ from typing import Any
 
 from agent_framework import Message
 
-from .documents import ChunkRef, SessionDocument, TranscriptChunk
+from .documents import ChunkRef, SessionDocument, TranscriptChunk, chunk_id
 from .errors import InvalidCursorError, SessionCorruptError
 from .stores import SnapshotStore
 
 logger = logging.getLogger(__name__)
 
 _CURSOR_INDEX = re.compile(r"v1:(0|[1-9][0-9]{0,15})")
-
-
-def chunk_id(seq: int, nonce: str) -> str:
-    """The id of chunk number ``seq`` written with ``nonce``."""
-    return f"~t~{seq}~{nonce}"
 
 
 def new_chunk(

@@ -22,7 +22,13 @@ from agent_framework import Agent, AgentResponse, AgentSession, Message
 from . import approvals, idempotency, listing, telemetry, transcript
 from .compaction import archivable_prefix, build_strategy
 from .documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
-from .errors import AgentServiceError, ConfigurationError, SessionConflictError, SessionNotFoundError
+from .errors import (
+    AgentServiceError,
+    ConfigurationError,
+    NotReadyError,
+    SessionConflictError,
+    SessionNotFoundError,
+)
 from .models import model_failure
 from .settings import Settings
 from .stores import Record, SnapshotStore
@@ -294,8 +300,16 @@ class TurnService:
         }
 
     async def health(self) -> dict[str, str]:
-        """Check the store answers; report backend and model."""
-        await self.store.ping()
+        """Check the store answers; report backend and model.
+
+        Raises:
+            NotReadyError: The store is reachable but not usable as configured (a container of another layout).
+            StoreUnavailableError: The store cannot be reached.
+        """
+        try:
+            await self.store.ping()
+        except ConfigurationError as error:
+            raise NotReadyError(error.detail, internal=error.internal) from error
         return {"status": "ok", "backend": self.store.backend, "model": self.settings.model_label}
 
     async def _load(self, session_id: str, owner: str) -> tuple[Record, AgentSession]:

@@ -5,7 +5,10 @@ A turn costs one point read and one conditional write (create, or replace with
 the same logical partition. Listing an owner's sessions is one query on the owner
 prefix of the key, served by the composite index on ``(updated_at, session_id)``,
 so its cost follows the owner's sessions, not the number of owners. The async
-client is created on first use and reused by the process.
+client is created on first use and reused by the process; on first use the store
+also reads the container's properties once and refuses a container of another
+layout (the previous version's ``/session_id`` container, or MAF's): its sessions
+move with ``python -m stateful_agent migrate``.
 Authentication is Microsoft Entra ID (managed identity in Azure) unless a key is
 configured for an emulator.
 """
@@ -63,6 +66,31 @@ INDEXING_POLICY: dict[str, Any] = {
         [{"path": "/updated_at", "order": "descending"}, {"path": "/session_id", "order": "descending"}],
     ],
 }
+
+
+def layout_problem(properties: Mapping[str, Any]) -> str | None:
+    """What keeps a container (its properties, as Cosmos DB returns them) from holding this app's sessions:
+    the partition key must be hierarchical on ``[/owner, /session_id]``, and listing needs the composite
+    index on ``(updated_at, session_id)`` (both descending, or both ascending). ``None`` when it fits."""
+    key = properties.get("partitionKey") or {}
+    paths, kind = list(key.get("paths") or []), key.get("kind") or "Hash"
+    if paths != PARTITION_KEY_PATHS or kind != "MultiHash":
+        return (
+            f"is partitioned by {paths} ({kind}); sessions need the hierarchical key {PARTITION_KEY_PATHS} (MultiHash)"
+        )
+    wanted = [(index["path"], index["order"]) for index in INDEXING_POLICY["compositeIndexes"][0]]
+    reverse = {"descending": "ascending", "ascending": "descending"}
+    accepted = (wanted, [(path, reverse[order]) for path, order in wanted])
+    composites = (properties.get("indexingPolicy") or {}).get("compositeIndexes") or []
+    have = [[(str(i.get("path")), str(i.get("order", "ascending")).lower()) for i in index] for index in composites]
+    if not any(index in accepted for index in have):
+        return (
+            f"has no composite index on {[path for path, _ in wanted]} (descending), which listing sessions needs "
+            "(infra/modules/cosmos.bicep deploys it)"
+        )
+    return None
+
+
 _LISTING = (
     "SELECT TOP @limit c.session_id, c.title, c.turns, c.created_at, c.updated_at FROM c "
     "WHERE c.owner = @owner AND c.kind = 'snapshot'{after} ORDER BY c.updated_at DESC, c.session_id DESC"
@@ -97,7 +125,7 @@ def session_id_of(item_id: str) -> str | None:
 
 
 class CosmosSnapshotStore(SnapshotStore):
-    """Snapshot documents in a Cosmos DB container partitioned by ``/session_id``.
+    """Snapshot documents in a Cosmos DB container partitioned by ``[/owner, /session_id]``.
 
     Like MAF's ``CosmosHistoryProvider``, it either builds its client from an endpoint and
     credential (and closes it), or uses a ``cosmos_client`` or ``container_client`` the caller
@@ -111,7 +139,7 @@ class CosmosSnapshotStore(SnapshotStore):
         *,
         endpoint: str | None = None,
         database: str = "agents",
-        container: str = "sessions",
+        container: str = "conversations",
         key: str | SecretString | None = None,
         managed_identity_client_id: str | None = None,
         create_container: bool = False,
@@ -137,6 +165,8 @@ class CosmosSnapshotStore(SnapshotStore):
         self._owns_client = cosmos_client is None and container_client is None
         self._credential: Any = None
         self._container: ContainerProxy | None = container_client
+        self._checked: ContainerProxy | None = None  # the container, once its layout was checked
+        self._layout_error: ConfigurationError | None = None
         self._open_lock = asyncio.Lock()
 
     @staticmethod
@@ -187,7 +217,7 @@ class CosmosSnapshotStore(SnapshotStore):
             async for item in leftovers:
                 await _delete_if_present(container, item["id"], key)
         except AzureError as exc:
-            raise _store_error(exc, session_id) from exc
+            raise store_error(exc, session_id) from exc
 
     async def _create_chunk(self, owner: str, session_id: str, chunk_id: str, body: dict[str, Any]) -> None:
         container = await self._open()
@@ -202,7 +232,7 @@ class CosmosSnapshotStore(SnapshotStore):
         try:
             await _delete_if_present(container, chunk_id, [owner, session_id])
         except AzureError as exc:
-            raise _store_error(exc, session_id) from exc
+            raise store_error(exc, session_id) from exc
 
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
         """One query on the owner's prefix of the partition key, served by the composite index."""
@@ -215,14 +245,34 @@ class CosmosSnapshotStore(SnapshotStore):
             items = container.query_items(query, parameters=parameters, partition_key=[owner], max_item_count=limit)
             return [item async for item in items]
         except AzureError as exc:
-            raise _store_error(exc, None) from exc
+            raise store_error(exc, None) from exc
 
     async def ping(self) -> None:
+        """Check the container answers (and, on first use, that it has this store's layout).
+
+        Raises:
+            ConfigurationError: The container is missing or has another layout.
+            StoreUnavailableError: Cosmos DB cannot be reached.
+        """
         container = await self._open()
         try:
             await container.read()
         except AzureError as exc:
-            raise _store_error(exc, None) from exc
+            raise store_error(exc, None) from exc
+
+    async def container(self, name: str | None = None) -> ContainerProxy:
+        """A client of container ``name`` of this store's database (default: the store's own, checked), on
+        the store's Cosmos client; for tools such as the migration that read other containers.
+
+        Raises:
+            ConfigurationError: The store's own container is missing or has another layout.
+            StoreUnavailableError: Cosmos DB cannot be reached.
+        """
+        own = await self._open()
+        if name is None or name == self.container_name:
+            return own
+        assert self._client is not None
+        return self._client.get_database_client(self.database_name).get_container_client(name)
 
     async def close(self) -> None:
         """Close the client and credential this store created; injected clients stay open."""
@@ -231,7 +281,7 @@ class CosmosSnapshotStore(SnapshotStore):
                 await self._client.close()
             if self._credential is not None:
                 await self._credential.close()
-            self._client = self._credential = self._container = None
+            self._client = self._credential = self._container = self._checked = None
 
     @staticmethod
     def _body(session_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +297,7 @@ class CosmosSnapshotStore(SnapshotStore):
             request_charge(exc.headers)
             return None
         except AzureError as exc:
-            raise _store_error(exc, session_id) from exc
+            raise store_error(exc, session_id) from exc
 
     async def _write(self, session_id: str, operation: Any, **kwargs: Any) -> str:
         headers: dict[str, str] = {}
@@ -265,23 +315,54 @@ class CosmosSnapshotStore(SnapshotStore):
                 raise SessionConflictError(f"Session '{session_id}' was changed by another request.") from exc
             if exc.status_code == 413:
                 raise SessionTooLargeError("Cosmos DB refused the snapshot as too large.") from exc
-            raise _store_error(exc, session_id) from exc
+            raise store_error(exc, session_id) from exc
         except AzureError as exc:
-            raise _store_error(exc, session_id) from exc
+            raise store_error(exc, session_id) from exc
         request_charge(headers)
         return headers["etag"]
 
     async def _open(self) -> ContainerProxy:
-        """The container client, created once per process on first use."""
-        if self._container is not None:
-            return self._container
+        """The container client, created and checked once per process on first use.
+
+        Raises:
+            ConfigurationError: The container is missing or has another layout (checked again next time
+                only when it was missing: a layout does not change under a running app).
+            StoreUnavailableError: Cosmos DB cannot be reached.
+        """
+        if self._checked is not None:
+            return self._checked
+        if self._layout_error is not None:
+            raise self._layout_error
         async with self._open_lock:
-            if self._container is None:
+            if self._checked is None and self._layout_error is None:
                 try:
-                    self._container = await self._connect()
+                    if self._container is None:
+                        self._container = await self._connect()
+                    properties = await self._container.read()
+                except CosmosResourceNotFoundError as exc:
+                    raise ConfigurationError(
+                        f"The Cosmos DB container '{self.container_name}' does not exist in database "
+                        f"'{self.database_name}'. Deploy it (infra/) or set COSMOS_CREATE_CONTAINER=true locally.",
+                        internal=f"Cosmos DB container {self.database_name}/{self.container_name} not found: {exc}",
+                    ) from exc
                 except AzureError as exc:
-                    raise _store_error(exc, None) from exc
-        return self._container
+                    raise store_error(exc, None) from exc
+                problem = layout_problem(properties)
+                if problem:
+                    self._layout_error = ConfigurationError(
+                        f"The Cosmos DB container '{self.container_name}' {problem}. It is not this app's layout "
+                        "(the previous version's, or MAF's history container?): nothing was read or written. "
+                        f"Point COSMOS_CONTAINER at a container of the current layout and move the old sessions "
+                        f"with `python -m stateful_agent migrate --from-container {self.container_name} "
+                        "--to-container <new container>` (README: Upgrading).",
+                        internal=f"container {self.database_name}/{self.container_name}: {problem}",
+                    )
+                    raise self._layout_error
+                self._checked = self._container
+        if self._layout_error is not None:
+            raise self._layout_error
+        assert self._checked is not None
+        return self._checked
 
     async def _connect(self) -> ContainerProxy:
         if self._client is None:
@@ -343,14 +424,14 @@ def retry_after_seconds(retry_after_ms: object, default: int = 2) -> int:
     return max(1, math.ceil(milliseconds / 1000)) if math.isfinite(milliseconds) and milliseconds >= 0 else default
 
 
-def _store_error(exc: AzureError, session_id: str | None) -> AgentServiceError:
+def store_error(exc: AzureError, session_id: str | None) -> AgentServiceError:
     """Log a Cosmos failure with its details; return the error a client may see."""
     status = getattr(exc, "status_code", None)
     internal = f"Cosmos DB request failed (session {session_id!r}, status {status}): {exc}"
     if status == 400:  # the request does not fit the container: most often a container of an older layout
         return ConfigurationError(
             "Cosmos DB refused the request as malformed. The container must be partitioned by "
-            "[/owner, /session_id] (see the README's migration notes).",
+            "[/owner, /session_id]; move older sessions with `python -m stateful_agent migrate` (README: Upgrading).",
             internal=internal,
         )
     retry_after = retry_after_seconds((getattr(exc, "headers", None) or {}).get("x-ms-retry-after-ms"))
