@@ -5,7 +5,8 @@ then pieces of the arguments (often one JSON token each), and parallel calls may
 llama.cpp repeats the id and name on every fragment. MAF passes the fragments on as they arrive, each as a
 ``function_call`` content of the call's id. ``ToolSteps`` gathers them per call and reports a call once it
 is complete: when the model moves on (a later call whose predecessors' arguments already parse, any other
-content, a new model call, a finish reason) or when the stream ends. Calls are reported in the order the
+content, its finish reason) or when the stream ends. (Message ids are no signal: some servers change them
+on every chunk.) Calls are reported in the order the
 model began them, each once, with their parsed arguments (``{"raw": text}`` when they never become JSON).
 """
 
@@ -44,18 +45,15 @@ class ToolSteps:
         self._pending: dict[str, Content] = {}  # call id -> the call so far, in the order the calls began
         self._by_index: dict[Any, str] = {}  # a reply's tool-call index -> call id, for fragments without an id
         self._names: dict[str, str] = {}  # call id -> tool name, for the results
-        self._reply: str | None = None  # the model call (message id) the pending calls belong to
         self._earlier = earlier
 
     def feed(self, update: AgentResponseUpdate) -> list[ToolEvent]:
         """The tool events ``update`` completes, in order."""
         events: list[ToolEvent] = []
-        if self._pending and update.message_id and update.message_id != self._reply:
-            events += self.flush()  # a new model call: the previous one's calls are whole
         for content in update.contents:
             if content.type == "function_call":
                 if not content.informational_only:
-                    events += self._fragment(content, update.message_id)
+                    events += self._fragment(content)
                 continue
             events += self.flush()  # anything else follows the calls it comes after
             if content.type == "function_result" and content.call_id:
@@ -73,7 +71,7 @@ class ToolSteps:
         self._by_index.clear()
         return events
 
-    def _fragment(self, content: Content, reply: str | None) -> list[ToolEvent]:
+    def _fragment(self, content: Content) -> list[ToolEvent]:
         index = (content.additional_properties or {}).get(_INDEX)
         call_id = content.call_id or self._by_index.get(index) or next(reversed(self._pending), None)
         if not call_id:
@@ -89,7 +87,6 @@ class ToolSteps:
             self._by_index[index] = call_id
         if content.name and call_id not in self._names:
             self._names[call_id] = str(content.name)
-        self._reply = reply or self._reply
         return events
 
     def _complete_prefix(self) -> list[ToolEvent]:

@@ -22,7 +22,7 @@ from stateful_agent.agent import build_agent
 from stateful_agent.documents import HISTORY_SOURCE_ID
 from stateful_agent.errors import SessionConflictError, StoreUnavailableError
 from stateful_agent.stores import file as file_store
-from stateful_agent.stores.cosmos import CosmosSnapshotStore, _store_error, retry_after_seconds
+from stateful_agent.stores.cosmos import CosmosSnapshotStore, retry_after_seconds, store_error
 from stateful_agent.stores.file import FileSnapshotStore
 from stateful_agent.turns import TurnService
 from tests.conftest import ROOT
@@ -245,7 +245,7 @@ def test_retry_after_follows_cosmos_retry_after_ms(retry_after_ms, seconds):
     assert retry_after_seconds(retry_after_ms) == seconds
     error = CosmosHttpResponseError(status_code=429, message="Request rate is large")
     error.headers = {} if retry_after_ms is None else {"x-ms-retry-after-ms": retry_after_ms}
-    answer = _store_error(error, "s1")
+    answer = store_error(error, "s1")
     assert answer.status == 503
     assert answer.headers["Retry-After"] == str(seconds)
     assert "busy" in answer.detail

@@ -312,6 +312,7 @@ async def test_documents_that_do_not_validate_are_reported_and_never_copied(
 
 async def test_sessions_can_be_given_to_one_user(old_container, target):
     status, report, _ = run_migrate(target, "--from-container", old_container, "--owner", "header/alice")
+    assert report["owner"] == "header/alice"
     assert status == 0
     _, client = await app(target, auth_mode="header")
     async with client:

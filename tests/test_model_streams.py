@@ -218,13 +218,13 @@ async def test_without_an_output_cap_none_is_sent(model_app):
     assert "max_tokens" not in server.requests[0]
 
 
-def fragment(call_id: str, name: str, arguments: str, index: int, reply: str = "chatcmpl-1"):
+def fragment(call_id: str, name: str, arguments: str, index: int):
     from agent_framework import AgentResponseUpdate, Content
 
     content = Content.from_function_call(
         call_id=call_id, name=name, arguments=arguments, additional_properties={"tool_call_index": index}
     )
-    return AgentResponseUpdate(contents=[content], role="assistant", message_id=reply)
+    return AgentResponseUpdate(contents=[content], role="assistant", message_id=f"chatcmpl-{call_id}")
 
 
 def test_in_a_sequential_stream_a_call_is_reported_when_the_next_one_begins():
@@ -243,6 +243,8 @@ def test_in_a_sequential_stream_a_call_is_reported_when_the_next_one_begins():
 
 
 def test_fragments_without_an_id_join_the_call_of_their_index():
+    from agent_framework import AgentResponseUpdate
+
     from stateful_agent.tool_steps import ToolSteps
 
     steps = ToolSteps()
@@ -250,5 +252,6 @@ def test_fragments_without_an_id_join_the_call_of_their_index():
     steps.feed(fragment("c2", "lookup", "", 1))
     for piece, index in [('{"item"', 0), ('{"item"', 1), (': "a"}', 0), (': "b"}', 1)]:
         assert steps.feed(fragment("", "", piece, index)) == []
-    events = steps.feed(fragment("c3", "lookup", "", 0, reply="chatcmpl-2"))  # a new model call
+    finished = AgentResponseUpdate(contents=[], role="assistant", finish_reason="tool_calls")
+    events = steps.feed(finished)
     assert [e.data["arguments"] for e in events] == [{"item": "a"}, {"item": "b"}]
