@@ -168,6 +168,18 @@ async def test_a_last_model_call_that_broke_off_after_a_tool_stores_nothing(mode
     assert (retry["turn"], retry["reply"]) == (1, "Recovered.")
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("stream", [True, False], ids=["sse", "json"])
+async def test_a_first_model_call_that_answers_nothing_stores_nothing(model_app, flavor, stream):
+    _server, client = await model_app([Empty(), Reply("Now it works.")], flavor=flavor)
+    async with client:
+        response = await client.post(TURN, json={"message": "hi"}, headers=SSE if stream else {})
+        after = await client.get("/api/sessions/s1")
+    code = sse_events(response.text)[-1][1]["code"] if stream else response.json()["code"]
+    assert code == "model_error"
+    assert after.status_code == 404
+
+
 async def test_an_approval_after_a_fragmented_call_runs_the_tool_once(model_app, backend):
     script = [Calls([Call("transfer", {"amount": 5, "to": "bob"})], text="I will transfer."), Reply("Done.")]
     _server, client = await model_app(script, backend=backend)
