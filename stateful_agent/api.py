@@ -194,33 +194,32 @@ async def post_turn(req: Request) -> Response:
     ``Idempotency-Key`` header makes a retry return the stored result instead of a second turn.
     """
     from . import telemetry
+    from .turns import completed  # loaded with the service already; imported here to keep indexing light
 
     turn = telemetry.Turn()
+    stream = "text/event-stream" in req.headers.get("accept", "").lower()
     try:
         service, owner = _caller(req)
         session_id = _session_id(req)
         turn.identify(session_id, owner)
         key = validate_key(req.headers.get("idempotency-key"))
         message, answers = await _turn_request(req, service.settings.max_message_bytes)
-        if "text/event-stream" not in req.headers.get("accept", "").lower():
-            result = await service.run_turn(session_id, message, key, owner=owner, answers=answers)
+        events = service.turn(session_id, message, key, owner=owner, answers=answers, stream=stream)
+        # Errors found before the turn is admitted (input, session, approvals, a lost claim) are plain problems.
+        accepted = await anext(events)
+        if not stream:
+            result = await completed(events)
             turn.done("replayed" if result.replayed else "stored")
             return StrictJSONResponse(result.as_json(), headers=_replayed(result))
-
-        from .turns import TurnResult  # loaded with the service already; imported here to keep indexing light
-
-        # Errors found before streaming starts (input, session, approvals, a lost claim) are plain problems.
-        prepared = await service.prepare(session_id, message, key, owner=owner, answers=answers)
-        if not isinstance(prepared, TurnResult):
-            prepared = await service.claim(prepared)
     except AgentServiceError as error:
         turn.done(error.code)
         raise
-    if isinstance(prepared, TurnResult):  # a replay: the stored result's events
+    if accepted.replayed:  # a replay: the stored result's events
         turn.done("replayed")
-        return _sse_response(_result_events(prepared), _replayed(prepared))
-    events = _turn_events(service.stream_turn(prepared), req, turn)
-    response = _sse_response(_with_keepalive(events, service.settings.sse_keepalive_seconds), {})
+        return _sse_response(_encoded(events), _replayed(accepted))
+    response = _sse_response(
+        _with_keepalive(_turn_events(events, req, turn), service.settings.sse_keepalive_seconds), {}
+    )
     response.ends_span = True  # type: ignore[attr-defined]  # the stream ends the request's span
     return response
 
@@ -307,28 +306,24 @@ def _sse_response(events: AsyncIterator[bytes], headers: dict[str, str]) -> Even
     return EventSourceResponse(events, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
 
 
-async def _result_events(result: Any) -> AsyncIterator[bytes]:
-    """A stored turn's end: an ``approval`` event per tool call waiting for approval, then ``done``."""
-    for approval in result.approvals:
-        yield _sse("approval", approval)
-    yield _sse("done", result.as_json())
+async def _encoded(events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """A turn's events as Server-Sent Events: each event's ``kind`` and ``data``."""
+    async for event in events:
+        yield _sse(event.kind, event.data)
 
 
-async def _turn_events(items: AsyncIterator[Any], req: Request, turn: Any) -> AsyncIterator[bytes]:
+async def _turn_events(events: AsyncIterator[Any], req: Request, turn: Any) -> AsyncIterator[bytes]:
     """``delta``, ``tool_call`` and ``tool_result`` events while the model works, then ``approval`` events and
     ``done`` (stored), or ``error`` (nothing stored). Runs inside the request's span and ends it."""
+    from .turn_events import Completed
+
     instance = req.url.path
     with turn.streaming():
         try:
-            async for item in items:
-                if isinstance(item, str):
-                    yield _sse("delta", {"text": item})
-                elif hasattr(item, "kind"):  # a tool step
-                    yield _sse(item.kind, item.data)
-                else:  # the stored TurnResult
+            async for event in events:
+                if isinstance(event, Completed):
                     turn.done("stored")
-                    async for event in _result_events(item):
-                        yield event
+                yield _sse(event.kind, event.data)
         except (asyncio.CancelledError, GeneratorExit):
             logger.warning("%s %s (stream) abandoned by the client; nothing was stored", req.method, instance)
             turn.done("abandoned")

@@ -14,24 +14,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from agent_framework import AgentResponseUpdate, Content, Message
 from agent_framework.exceptions import ContentError
 
 from . import transcript
+from .turn_events import ToolEvent
 
 #: MAF's key for a fragment's position among the parallel calls of one reply (Chat Completions' ``index``).
 _INDEX = "tool_call_index"
-
-
-@dataclass(frozen=True)
-class ToolEvent:
-    """A step of a streamed turn: the model asked for a tool (``tool_call``), or it ran (``tool_result``)."""
-
-    kind: Literal["tool_call", "tool_result"]
-    data: dict[str, Any]
 
 
 class ToolSteps:

@@ -32,7 +32,8 @@ from .errors import (
 from .models import model_failure
 from .settings import Settings
 from .stores import Record, SnapshotStore
-from .tool_steps import ToolEvent, ToolSteps
+from .tool_steps import ToolSteps
+from .turn_events import Accepted, Completed, TextDelta, TurnEvent, ending
 from .warm import WarmWindows
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,51 @@ class TurnService:
             stored=stored[cut:],
         )
 
+    async def turn(
+        self,
+        session_id: str,
+        message: str | None,
+        key: str | None = None,
+        *,
+        owner: str = "",
+        answers: Sequence[tuple[str, bool]] = (),
+        stream: bool = False,
+    ) -> AsyncIterator[TurnEvent]:
+        """Run one turn of ``owner``'s session ``session_id`` (created on its first turn): the one entry point
+        of every front door. Yields ``Accepted`` once the request is admitted (a repeated ``key`` is answered
+        from the stored turn: ``Accepted(replayed=True)``); with ``stream``, the model's text and tool steps
+        as they happen; then the turn's waiting approvals and ``Completed`` with the stored result (see
+        ``turn_events``). Closing the iterator before ``Completed`` abandons the turn: nothing is stored.
+
+        ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least).
+
+        Raises:
+            Before ``Accepted``: SessionCorruptError, IdempotencyKeyReusedError, ApprovalsPendingError,
+                ApprovalNotPendingError, SessionConflictError (a lost claim), StoreUnavailableError.
+            After it (nothing was stored): ModelError, ContentFilteredError, SessionConflictError,
+                SessionTooLargeError, StoreUnavailableError.
+        """
+        admitted = await self.prepare(session_id, message, key, owner=owner, answers=answers)
+        if not isinstance(admitted, TurnResult):
+            admitted = await self.claim(admitted)
+        if isinstance(admitted, TurnResult):  # a replay: the stored turn's end
+            yield Accepted(session_id, replayed=True)
+            for event in ending(admitted):
+                yield event
+            return
+        yield Accepted(session_id)
+        if stream:
+            async for event in self.stream_turn(admitted):
+                yield event
+            return
+        try:
+            response = await self.agent.run(admitted.inputs, session=admitted.session)
+        except Exception as exc:  # any model, network or tool failure: nothing is stored
+            await self._give_up(admitted)
+            raise model_failure(exc, self.settings, session_id) from exc
+        for event in ending(await self._commit(admitted, response)):
+            yield event
+
     async def run_turn(
         self,
         session_id: str,
@@ -168,29 +214,12 @@ class TurnService:
         owner: str = "",
         answers: Sequence[tuple[str, bool]] = (),
     ) -> TurnResult:
-        """Run one turn of ``owner``'s session ``session_id`` (created on its first turn) and store it.
-
-        ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least).
+        """``turn`` without streaming, collected: the stored (or replayed) result.
 
         Raises:
-            ModelError: The model call failed or its reply was incomplete; nothing was stored.
-            ContentFilteredError: The model's content filter refused the turn; nothing was stored.
-            SessionConflictError: Another request changed the session meanwhile; nothing was stored.
-            SessionCorruptError, SessionTooLargeError, StoreUnavailableError, ApprovalsPendingError,
-                ApprovalNotPendingError: see ``prepare`` and the store.
+            The errors of ``turn``.
         """
-        prepared = await self.prepare(session_id, message, key, owner=owner, answers=answers)
-        if isinstance(prepared, TurnResult):
-            return prepared
-        claim = await self.claim(prepared)
-        if isinstance(claim, TurnResult):
-            return claim
-        try:
-            response = await self.agent.run(prepared.inputs, session=prepared.session)
-        except Exception as exc:  # any model, network or tool failure: nothing is stored
-            await self._give_up(prepared)
-            raise model_failure(exc, self.settings, session_id) from exc
-        return await self._commit(prepared, response)
+        return await completed(self.turn(session_id, message, key, owner=owner, answers=answers))
 
     async def claim(self, prepared: PreparedTurn) -> PreparedTurn | TurnResult:
         """Claim the approvals ``prepared`` answers, before any approved tool runs (at most once).
@@ -211,9 +240,9 @@ class TurnService:
         prepared.record = Record(document, etag)
         return prepared
 
-    async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[str | ToolEvent | TurnResult]:
+    async def stream_turn(self, prepared: PreparedTurn) -> AsyncIterator[TurnEvent]:
         """Run a prepared (and claimed) turn streaming: text deltas and tool steps as they happen, then the
-        stored ``TurnResult``.
+        events that end the stored turn.
 
         Closing the iterator early (a client that disconnects) abandons the turn: nothing is stored.
 
@@ -227,7 +256,7 @@ class TurnService:
                 for event in steps.feed(update):
                     yield event
                 if update.text:
-                    yield update.text
+                    yield TextDelta(update.text)
             response = await stream.get_final_response()
             for event in steps.flush():
                 yield event
@@ -236,7 +265,8 @@ class TurnService:
             if isinstance(exc, Exception):
                 raise model_failure(exc, self.settings, prepared.session_id) from exc
             raise
-        yield await self._commit(prepared, response)
+        for event in ending(await self._commit(prepared, response)):
+            yield event
 
     async def describe(self, session_id: str, *, owner: str = "") -> dict[str, Any]:
         """The session's summary and the user/assistant messages of its live window.
@@ -452,3 +482,15 @@ class TurnService:
             await self.store.delete_chunk(session_id, chunk_id, owner)
         except Exception as exc:
             logger.warning("Could not remove unused transcript chunk %s of %r: %s", chunk_id, session_id, exc)
+
+
+async def completed(events: AsyncIterator[TurnEvent]) -> TurnResult:
+    """The result of a turn's events: what a front door that does not stream answers with.
+
+    Raises:
+        The errors of ``TurnService.turn``.
+    """
+    async for event in events:
+        if isinstance(event, Completed):
+            return event.result
+    raise RuntimeError("the turn ended without completing")  # turn() always ends with Completed or raises
