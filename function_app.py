@@ -1,4 +1,4 @@
-"""Azure Functions entry point: the routes, and nothing else. Handlers live in ``stateful_agent.api``."""
+"""Azure Functions entry point: the routes, and nothing else. Handlers live in ``stateful_agent.http.routes``."""
 
 import gc
 
@@ -7,8 +7,8 @@ gc.disable()  # a cold start allocates much and frees little: no collections unt
 import azure.functions as func  # noqa: E402
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
-from stateful_agent import api  # noqa: E402
-from stateful_agent.settings import anonymous_session_routes  # noqa: E402
+from stateful_agent.http import routes  # noqa: E402
+from stateful_agent.platform.settings import anonymous_session_routes  # noqa: E402
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # AUTH_MODE=easyauth: Easy Auth authenticates the callers, who hold no function keys.
@@ -17,44 +17,44 @@ SESSIONS = func.AuthLevel.ANONYMOUS if anonymous_session_routes() else func.Auth
 
 @app.route(route="sessions/{session_id}/turns", methods=["POST"], auth_level=SESSIONS)
 async def post_turn(req: Request) -> Response:
-    return await api.post_turn(req)
+    return await routes.post_turn(req)
 
 
 @app.route(route="sessions/{session_id}/messages", methods=["GET"], auth_level=SESSIONS)
 async def get_messages(req: Request) -> Response:
-    return await api.get_messages(req)
+    return await routes.get_messages(req)
 
 
 @app.route(route="sessions", methods=["POST"], auth_level=SESSIONS)
 async def create_session(req: Request) -> Response:
-    return await api.create_session(req)
+    return await routes.create_session(req)
 
 
 @app.route(route="sessions", methods=["GET"], auth_level=SESSIONS)
 async def list_sessions(req: Request) -> Response:
-    return await api.list_sessions(req)
+    return await routes.list_sessions(req)
 
 
 @app.route(route="sessions/{session_id}", methods=["GET"], auth_level=SESSIONS)
 async def get_session(req: Request) -> Response:
-    return await api.get_session(req)
+    return await routes.get_session(req)
 
 
 @app.route(route="sessions/{session_id}", methods=["DELETE"], auth_level=SESSIONS)
 async def delete_session(req: Request) -> Response:
-    return await api.delete_session(req)
+    return await routes.delete_session(req)
 
 
 @app.route(route="me", methods=["GET"], auth_level=SESSIONS)
 async def me(req: Request) -> Response:
-    return await api.me(req)
+    return await routes.me(req)
 
 
 @app.route(route="ui", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)  # the page holds no data
 async def chat_page(req: Request) -> Response:
-    return await api.chat_page(req)
+    return await routes.chat_page(req)
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: Request) -> Response:
-    return await api.health(req)
+    return await routes.health(req)

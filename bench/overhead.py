@@ -12,11 +12,11 @@ import statistics
 import time
 from typing import Any
 
-from stateful_agent.agent import build_agent
-from stateful_agent.models import EchoChatClient
-from stateful_agent.settings import Settings
+from stateful_agent.platform.agent import build_agent
+from stateful_agent.platform.models import EchoChatClient
+from stateful_agent.platform.settings import Settings
 from stateful_agent.stores.memory import MemorySnapshotStore
-from stateful_agent.turns import TurnService
+from stateful_agent.turns.service import TurnService
 
 from .store_cost import SESSION, percentile
 
@@ -55,7 +55,7 @@ async def telemetry_cost(repetitions: int, length: int = 100) -> dict[str, Any]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    from stateful_agent import telemetry
+    from stateful_agent.platform import telemetry
 
     class Discard(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:

@@ -41,12 +41,12 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 from psycopg_pool import AsyncConnectionPool
 
-from stateful_agent.agent import build_agent
-from stateful_agent.models import EchoChatClient
-from stateful_agent.settings import Settings
+from stateful_agent.platform.agent import build_agent
+from stateful_agent.platform.models import EchoChatClient
+from stateful_agent.platform.settings import Settings
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, document_id, transport
 from stateful_agent.stores.postgres import PostgresSnapshotStore
-from stateful_agent.turns import TurnService
+from stateful_agent.turns.service import TurnService
 
 from .meter import Meter
 from .servers import EMULATOR_KEY

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
     migrate.add_argument("--settings-file", metavar="PATH", help="a local.settings.json to read settings from")
     args = parser.parse_args(argv)
-    from .identity import is_owner_key
+    from .platform.identity import is_owner_key
 
     if not is_owner_key(args.owner):
         parser.error("--owner must be '' or an owner key 'provider/principal id', e.g. aad/<object id>")
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _migrate(args: argparse.Namespace):  # -> MigrationReport
-    from .settings import load_local_settings, load_settings
+    from .platform.settings import load_local_settings, load_settings
     from .stores import create_store
     from .stores.cosmos_migrate import migrate
 

@@ -75,8 +75,8 @@ def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Re
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown routes and wrong methods, as problem documents (the Functions host answers these itself)."""
-    from .api import problem_response
     from .errors import MethodNotAllowedError, RouteNotFoundError
+    from .http.routes import problem_response
 
     detail = f"{request.method} {request.url.path}"
     if getattr(exc, "status_code", 404) == 405:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.user:
         os.environ.update(AUTH_MODE="easyauth", EASYAUTH_LOCAL_HEADERS="true")
-    from .settings import load_local_settings
+    from .platform.settings import load_local_settings
 
     if args.settings_file and Path(args.settings_file).is_file():
         loaded = load_local_settings(Path(args.settings_file))

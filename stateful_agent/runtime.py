@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .settings import Settings, load_settings
+from .platform.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from agent_framework import BaseChatClient
 
-    from .turns import TurnService
+    from .turns.service import TurnService
 
 _service: TurnService | None = None
 
 
 def build_service(settings: Settings, *, chat_client: BaseChatClient | None = None) -> TurnService:
     """Wire settings, store and agent together (no I/O happens here)."""
-    from .agent import build_agent
+    from .platform.agent import build_agent
     from .stores import create_store
-    from .turns import TurnService
+    from .turns.service import TurnService
 
     return TurnService(settings, create_store(settings), lambda: build_agent(settings, chat_client))
 
@@ -35,7 +35,7 @@ def get_service() -> TurnService:
     """
     global _service
     if _service is None:
-        from . import telemetry
+        from .platform import telemetry
 
         settings = load_settings()
         telemetry.configure()

@@ -21,10 +21,10 @@ from agent_framework import (
 from agent_framework.observability import ChatTelemetryLayer
 
 from bench.servers import LocalPostgres
+from stateful_agent.platform.settings import Settings
 from stateful_agent.runtime import build_service
-from stateful_agent.settings import Settings
 from stateful_agent.stores import SnapshotStore
-from stateful_agent.turns import TurnService
+from stateful_agent.turns.service import TurnService
 
 
 class ModelDown(RuntimeError):

@@ -12,12 +12,13 @@ from agent_framework import Content, Message
 from agent_framework._compaction import group_messages
 from azure.cosmos.aio import CosmosClient
 
-from stateful_agent import runtime, transcript
-from stateful_agent.compaction import archivable_prefix, build_strategy
+from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from stateful_agent.documents import history
 from stateful_agent.errors import SessionConflictError
-from stateful_agent.settings import Settings
+from stateful_agent.platform.settings import Settings
+from stateful_agent.sessions import transcript
+from stateful_agent.state.documents import history
+from stateful_agent.turns.compaction import archivable_prefix, build_strategy
 from tests.conftest import DURABLE_BACKENDS
 from tests.support import ScriptedChatClient
 

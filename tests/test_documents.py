@@ -11,8 +11,8 @@ from agent_framework import AgentSession, FileSessionStore, Message
 
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from stateful_agent.documents import HISTORY_SOURCE_ID, SessionDocument, history
 from stateful_agent.errors import SessionCorruptError
+from stateful_agent.state.documents import HISTORY_SOURCE_ID, SessionDocument, history
 from stateful_agent.stores.file import FileSnapshotStore, file_stem
 from stateful_agent.stores.memory import MemorySnapshotStore
 from tests.conftest import BACKENDS

@@ -18,13 +18,13 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
 
-from stateful_agent.agent import build_agent
-from stateful_agent.documents import HISTORY_SOURCE_ID
 from stateful_agent.errors import SessionConflictError, StoreUnavailableError
+from stateful_agent.platform.agent import build_agent
+from stateful_agent.state.documents import HISTORY_SOURCE_ID
 from stateful_agent.stores import file as file_store
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, retry_after_seconds, store_error
 from stateful_agent.stores.file import FileSnapshotStore
-from stateful_agent.turns import TurnService
+from stateful_agent.turns.service import TurnService
 from tests.conftest import ROOT
 from tests.support import ScriptedChatClient, settings_for
 

@@ -15,9 +15,9 @@ from bench.servers import clean_env
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError, UnauthenticatedError
-from stateful_agent.identity import ANONYMOUS, Caller, caller
-from stateful_agent.listing import encode_cursor
-from stateful_agent.settings import Settings
+from stateful_agent.platform.identity import ANONYMOUS, Caller, caller
+from stateful_agent.platform.settings import Settings
+from stateful_agent.sessions.listing import encode_cursor
 from tests.conftest import ROOT
 from tests.support import ScriptedChatClient, read_raw, write_raw
 

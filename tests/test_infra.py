@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stateful_agent.settings import LOCAL_ONLY_SETTINGS, SETTINGS
+from stateful_agent.platform.settings import LOCAL_ONLY_SETTINGS, SETTINGS
 from tests.bicep import INFRA, ROOT, app_settings, run_checkov, syntax_errors
 
 BICEP_FILES = sorted(INFRA.rglob("*.bicep"))

@@ -25,7 +25,7 @@ from azure.cosmos.aio import CosmosClient
 from bench.servers import clean_env
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from stateful_agent.models import EchoChatClient
+from stateful_agent.platform.models import EchoChatClient
 from stateful_agent.stores import create_store
 from stateful_agent.stores.cosmos import PARTITION_KEY_PATHS
 from stateful_agent.stores.cosmos_migrate import migrate

@@ -16,9 +16,9 @@ from agent_framework.exceptions import AgentContentFilterException, ChatClientCo
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ContentFilteredError, ModelError
+from stateful_agent.platform.settings import load_settings
 from stateful_agent.runtime import build_service
-from stateful_agent.settings import load_settings
-from stateful_agent.turns import TurnService
+from stateful_agent.turns.service import TurnService
 from tests.support import EndsWithout, ModelDown, ScriptedChatClient, sse_events
 
 TURN = "/api/sessions/s1/turns"

@@ -240,7 +240,7 @@ def fragment(call_id: str, name: str, arguments: str, index: int):
 
 
 def test_in_a_sequential_stream_a_call_is_reported_when_the_next_one_begins():
-    from stateful_agent.tool_steps import ToolSteps
+    from stateful_agent.turns.tool_steps import ToolSteps
 
     steps = ToolSteps()
     assert steps.feed(fragment("c1", "lookup", "", 0)) == []
@@ -257,7 +257,7 @@ def test_in_a_sequential_stream_a_call_is_reported_when_the_next_one_begins():
 def test_fragments_without_an_id_join_the_call_of_their_index():
     from agent_framework import AgentResponseUpdate
 
-    from stateful_agent.tool_steps import ToolSteps
+    from stateful_agent.turns.tool_steps import ToolSteps
 
     steps = ToolSteps()
     steps.feed(fragment("c1", "lookup", "", 0))

@@ -18,14 +18,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.servers import local_postgres
 from stateful_agent import runtime
-from stateful_agent.agent import build_agent
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError, SessionCorruptError, StoreUnavailableError
-from stateful_agent.settings import ConfigurationError as SettingsError
-from stateful_agent.settings import load_settings
+from stateful_agent.platform.agent import build_agent
+from stateful_agent.platform.settings import ConfigurationError as SettingsError
+from stateful_agent.platform.settings import load_settings
 from stateful_agent.stores import create_store
 from stateful_agent.stores.postgres import SCHEMA_VERSION, PostgresSnapshotStore, main
-from stateful_agent.turns import TurnService
+from stateful_agent.turns.service import TurnService
 from tests.support import ScriptedChatClient, read_raw, settings_for
 
 pytestmark = pytest.mark.postgres

@@ -7,10 +7,11 @@ import json
 import httpx
 import pytest
 
-from stateful_agent import api, runtime
+from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import AgentServiceError, InvalidRequestError
-from stateful_agent.transcript import encode_cursor
+from stateful_agent.http import routes as api
+from stateful_agent.sessions.transcript import encode_cursor
 from tests.support import ScriptedChatClient
 
 TURN = "/api/sessions/s1/turns"

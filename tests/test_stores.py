@@ -9,9 +9,9 @@ from agent_framework import AgentSession, Message
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from stateful_agent import documents
-from stateful_agent.documents import SessionDocument, history
 from stateful_agent.errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
+from stateful_agent.state import documents
+from stateful_agent.state.documents import SessionDocument, history
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, document_id, session_id_of
 from tests.conftest import BACKENDS
 

@@ -20,8 +20,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from bench.servers import free_port
-from stateful_agent import runtime, telemetry
+from stateful_agent import runtime
 from stateful_agent.devhost import build_app
+from stateful_agent.platform import telemetry
 from tests.support import CallTool, ModelDown, ScriptedChatClient
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -272,7 +273,7 @@ async def test_a_failed_request_is_logged_once_with_its_trace_id(make_service, o
     service = make_service("memory", ScriptedChatClient([ModelDown("down")]))
     with caplog.at_level(logging.WARNING):
         await request(service, "POST", "/api/sessions/s1/turns", json={"message": "hi"})
-    lines = [r for r in caplog.records if r.name == "stateful_agent.api"]
+    lines = [r for r in caplog.records if r.name == "stateful_agent.http.routes"]
     assert len(lines) == 1
     assert "502 model_error (session 's1')" in lines[0].getMessage()
     trace.get_tracer_provider().force_flush()

@@ -14,7 +14,7 @@ from bench.servers import clean_env
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ApprovalNotPendingError, ConfigurationError, ModelError, SessionConflictError
-from stateful_agent.tools import load_tools
+from stateful_agent.platform.tools import load_tools
 from tests import tools_for_tests
 from tests.conftest import DURABLE_BACKENDS, ROOT
 from tests.support import (
@@ -329,9 +329,9 @@ async def test_a_model_that_reports_no_usage_gives_null(make_service):
 
 
 async def test_the_echo_model_reports_a_deterministic_estimate_and_calls_tools():
-    from stateful_agent.agent import build_agent
+    from stateful_agent.platform.agent import build_agent
+    from stateful_agent.platform.settings import Settings
     from stateful_agent.runtime import build_service
-    from stateful_agent.settings import Settings
 
     settings = Settings(backend="memory", agent_tools="samples.tools:TOOLS")
     service = build_service(settings)

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 from agent_framework import Agent, InMemoryHistoryProvider
 
-from stateful_agent.documents import history
 from stateful_agent.errors import (
     ConfigurationError,
     ModelError,
@@ -15,7 +14,8 @@ from stateful_agent.errors import (
     SessionCorruptError,
     SessionTooLargeError,
 )
-from stateful_agent.turns import TurnService
+from stateful_agent.state.documents import history
+from stateful_agent.turns.service import TurnService
 from tests.support import ModelDown, ScriptedChatClient, read_raw, write_raw
 
 

@@ -20,7 +20,8 @@ import uvicorn
 from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from stateful_agent.models import build_chat_client
+from stateful_agent.http.chat_page import ASSETS
+from stateful_agent.platform.models import build_chat_client
 from tests import tools_for_tests
 from tests.conftest import ROOT
 from tests.openai_server import Call, Calls, Reply, chat_completions_server
@@ -501,7 +502,7 @@ def test_the_page_sets_a_strict_policy_and_can_be_turned_off(app_for):
 def test_the_deployment_package_carries_the_page():
     """``func azure functionapp publish`` and azd leave out what ``.funcignore`` names; the page's files stay."""
     ignored = [line.strip() for line in (ROOT / ".funcignore").read_text().splitlines() if line.strip()]
-    assets = sorted(p.relative_to(ROOT) for p in (ROOT / "stateful_agent" / "ui").iterdir())
+    assets = sorted(p.relative_to(ROOT) for p in ASSETS.iterdir())
     assert [a.name for a in assets] == ["chat.css", "chat.html", "chat.js"]
     for asset in assets:
         assert not any(fnmatch(part, pattern) for part in asset.parts for pattern in ignored), asset

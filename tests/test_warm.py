@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from agent_framework import Message
 
-from stateful_agent.documents import HISTORY_SOURCE_ID, history, stored_messages
 from stateful_agent.errors import SessionCorruptError
-from stateful_agent.jsontext import encode_json
+from stateful_agent.state.documents import HISTORY_SOURCE_ID, history, stored_messages
+from stateful_agent.state.jsontext import encode_json
 from stateful_agent.stores.file import file_stem
 from tests import tools_for_tests
 from tests.conftest import BACKENDS, DURABLE_BACKENDS
@@ -188,8 +188,8 @@ async def test_zero_capacity_keeps_nothing(make_service):
 
 
 def test_a_kept_window_is_used_only_for_the_very_messages_it_was_restored_from():
-    from stateful_agent.documents import SessionDocument
-    from stateful_agent.warm import WarmWindows
+    from stateful_agent.state.documents import SessionDocument
+    from stateful_agent.state.warm import WarmWindows
 
     def document(texts: list[str]) -> SessionDocument:
         messages = [Message(role="user", contents=[t]).to_dict() for t in texts]

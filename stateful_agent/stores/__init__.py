@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..settings import Settings
+from ..platform.settings import Settings
 from .base import Record, SnapshotStore
 
 __all__ = ["Record", "SnapshotStore", "create_store"]

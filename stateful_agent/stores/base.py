@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 from agent_framework import AgentSession, Message, SessionStore
 from pydantic import ValidationError
 
-from .. import telemetry
-from ..documents import ListingKey, SessionDocument, SessionSummary, TranscriptChunk, history
 from ..errors import SessionConflictError, StoreUnavailableError
+from ..platform import telemetry
+from ..state.documents import ListingKey, SessionDocument, SessionSummary, TranscriptChunk, history
 
 # We build on MAF's SessionStore knowingly (pinned version, contract-tested); its notice is not news.
 warnings.filterwarnings("ignore", message=r"\[SESSION_STORE\]")

@@ -35,7 +35,6 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
-from ..documents import ListingKey
 from ..errors import (
     AgentServiceError,
     ConfigurationError,
@@ -43,7 +42,8 @@ from ..errors import (
     SessionTooLargeError,
     StoreUnavailableError,
 )
-from ..telemetry import request_charge
+from ..platform.telemetry import request_charge
+from ..state.documents import ListingKey
 from .base import SnapshotStore, Stored
 
 logger = logging.getLogger(__name__)

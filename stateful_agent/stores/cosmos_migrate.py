@@ -26,8 +26,8 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from ..documents import SessionDocument, TranscriptChunk, chunk_id, title_of
 from ..errors import ConfigurationError, SessionConflictError, SessionCorruptError
+from ..state.documents import SessionDocument, TranscriptChunk, chunk_id, title_of
 from .cosmos import CosmosSnapshotStore, document_id, store_error
 
 logger = logging.getLogger(__name__)

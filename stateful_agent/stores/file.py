@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 from agent_framework import FileSessionStore
 
-from ..documents import ListingKey
 from ..errors import SessionConflictError, SessionCorruptError, StoreUnavailableError
-from ..jsontext import encode_json
+from ..state.documents import ListingKey
+from ..state.jsontext import encode_json
 from .base import SnapshotStore, Stored, listing_order
 
 T = TypeVar("T")

@@ -7,9 +7,9 @@ import threading
 import uuid
 from typing import Any
 
-from ..documents import ListingKey
 from ..errors import SessionConflictError
-from ..jsontext import encode_json
+from ..state.documents import ListingKey
+from ..state.jsontext import encode_json
 from .base import SnapshotStore, Stored, listing_order
 
 

@@ -34,9 +34,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from ..documents import ListingKey
 from ..errors import AgentServiceError, ConfigurationError, SessionConflictError, StoreUnavailableError
-from ..jsontext import encode_json
+from ..state.documents import ListingKey
+from ..state.jsontext import encode_json
 from .base import SnapshotStore, Stored
 
 logger = logging.getLogger(__name__)
@@ -541,7 +541,7 @@ def main(argv: Sequence[str] | None = None, *, store_factory: Callable[[], Postg
 
 
 def _store_from_environment() -> PostgresSnapshotStore:
-    from ..settings import load_settings
+    from ..platform.settings import load_settings
 
     settings = load_settings({**os.environ, "MAF_SESSION_BACKEND": "postgres"})
     return PostgresSnapshotStore(

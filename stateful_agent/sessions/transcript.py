@@ -22,9 +22,9 @@ from typing import Any
 
 from agent_framework import Message
 
-from .documents import ChunkRef, SessionDocument, TranscriptChunk, chunk_id
-from .errors import InvalidCursorError, SessionCorruptError
-from .stores import SnapshotStore
+from ..errors import InvalidCursorError, SessionCorruptError
+from ..state.documents import ChunkRef, SessionDocument, TranscriptChunk, chunk_id
+from ..stores import SnapshotStore
 
 logger = logging.getLogger(__name__)
 

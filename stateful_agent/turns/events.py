@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from .turns import TurnResult
+    from .service import TurnResult
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ _OTLP_ENDPOINTS = (
 tracer = trace.get_tracer("stateful_agent")
 _meter = metrics.get_meter("stateful_agent")
 turns = _meter.create_counter(
-    "stateful_agent.turns", unit="{turn}", description="Turns by outcome: stored, replayed, or the problem code."
+    "stateful_agent.turns",
+    unit="{turn}",
+    description="Turns by outcome: stored, replayed, or the problem code.",
 )
 turn_duration = _meter.create_histogram(
     "stateful_agent.turn.duration", unit="s", description="Duration of a turn request, by outcome."

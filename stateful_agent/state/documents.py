@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal, Self
 from agent_framework import AgentSession, InMemoryHistoryProvider, Message
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, field_validator
 
-from .errors import SessionCorruptError, SessionTooLargeError
+from ..errors import SessionCorruptError, SessionTooLargeError
 from .jsontext import encode_json
 
 SCHEMA_VERSION = 1

@@ -32,7 +32,7 @@ from agent_framework import (
 )
 from agent_framework._compaction import group_messages  # MAF's message grouping; not re-exported
 
-from .settings import Settings
+from ..platform.settings import Settings
 
 
 def build_strategy(settings: Settings) -> CompactionStrategy | None:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigurationError, UnauthenticatedError
+from ..errors import ConfigurationError, UnauthenticatedError
 from .settings import Settings
 
 PRINCIPAL_ID = "x-ms-client-principal-id"

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent_framework import FunctionTool
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 _REFERENCE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 

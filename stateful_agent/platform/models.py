@@ -30,7 +30,7 @@ from agent_framework import (
 )
 from agent_framework.observability import ChatTelemetryLayer
 
-from .errors import AgentServiceError, ContentFilteredError, ModelError
+from ..errors import AgentServiceError, ContentFilteredError, ModelError
 from .settings import Settings
 
 logger = logging.getLogger(__name__)

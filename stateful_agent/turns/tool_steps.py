@@ -19,8 +19,8 @@ from typing import Any
 from agent_framework import AgentResponseUpdate, Content, Message
 from agent_framework.exceptions import ContentError
 
-from . import transcript
-from .turn_events import ToolEvent
+from ..sessions import transcript
+from .events import ToolEvent
 
 #: MAF's key for a fragment's position among the parallel calls of one reply (Chat Completions' ``index``).
 _INDEX = "tool_call_index"

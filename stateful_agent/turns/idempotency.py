@@ -13,10 +13,10 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import IdempotencyKeyReusedError, InvalidIdempotencyKeyError
+from ..errors import IdempotencyKeyReusedError, InvalidIdempotencyKeyError
 
 if TYPE_CHECKING:  # the HTTP layer imports validate_key; the agent SDK loads only with the service
-    from .documents import RememberedKey, SessionDocument
+    from ..state.documents import RememberedKey, SessionDocument
 
 _KEY = re.compile(r"[\x21-\x7e]{1,128}")
 

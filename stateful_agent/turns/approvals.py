@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 from agent_framework import Content, Message
 
-from .documents import PendingApproval, SessionDocument, new_write_id, utc_now
-from .errors import ApprovalNotPendingError, ApprovalsPendingError
+from ..errors import ApprovalNotPendingError, ApprovalsPendingError
+from ..state.documents import PendingApproval, SessionDocument, new_write_id, utc_now
 
 #: How long a claim may stay without its turn being stored before it counts as interrupted; longer
 #: than any function may run (functionTimeout).

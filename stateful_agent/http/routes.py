@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from .errors import (
+from ..errors import (
     AgentServiceError,
     ChatPageDisabledError,
     InvalidJsonError,
@@ -35,10 +35,10 @@ from .errors import (
     UnsupportedMediaTypeError,
     printable,
 )
-from .idempotency import validate_key
-from .identity import Caller, caller
-from .jsontext import encode_json
-from .runtime import get_service
+from ..platform.identity import Caller, caller
+from ..runtime import get_service
+from ..state.jsontext import encode_json
+from ..turns.idempotency import validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _FALLBACK_PROBLEM = (
 Handler = Callable[[Request], Awaitable[Response]]
 
 if TYPE_CHECKING:
-    from .turns import TurnService
+    from ..turns.service import TurnService
 
 
 class ApprovalAnswer(BaseModel):
@@ -125,7 +125,7 @@ def _problems(route: str) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(req: Request) -> Response:
-            from . import telemetry  # with opentelemetry's API: loaded on the first request, not at indexing
+            from ..platform import telemetry  # with opentelemetry's API: loaded on the first request, not at indexing
 
             span = telemetry.request_span(route, req.method, req.headers)
             with telemetry.active(span):
@@ -193,8 +193,8 @@ async def post_turn(req: Request) -> Response:
     With ``Accept: text/event-stream`` the reply streams as Server-Sent Events. An
     ``Idempotency-Key`` header makes a retry return the stored result instead of a second turn.
     """
-    from . import telemetry
-    from .turns import completed  # loaded with the service already; imported here to keep indexing light
+    from ..platform import telemetry
+    from ..turns.service import completed  # loaded with the service already; imported here to keep indexing light
 
     turn = telemetry.Turn()
     stream = "text/event-stream" in req.headers.get("accept", "").lower()
@@ -315,7 +315,7 @@ async def _encoded(events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 async def _turn_events(events: AsyncIterator[Any], req: Request, turn: Any) -> AsyncIterator[bytes]:
     """``delta``, ``tool_call`` and ``tool_result`` events while the model works, then ``approval`` events and
     ``done`` (stored), or ``error`` (nothing stored). Runs inside the request's span and ends it."""
-    from .turn_events import Completed
+    from ..turns.events import Completed
 
     instance = req.url.path
     with turn.streaming():

@@ -19,22 +19,24 @@ from typing import Any
 
 from agent_framework import Agent, AgentResponse, AgentSession, Message
 
-from . import approvals, idempotency, listing, telemetry, transcript
-from .compaction import archivable_prefix, build_strategy
-from .documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
-from .errors import (
+from ..errors import (
     AgentServiceError,
     ConfigurationError,
     NotReadyError,
     SessionConflictError,
     SessionNotFoundError,
 )
-from .models import model_failure
-from .settings import Settings
-from .stores import Record, SnapshotStore
+from ..platform import telemetry
+from ..platform.models import model_failure
+from ..platform.settings import Settings
+from ..sessions import listing, transcript
+from ..state.documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
+from ..state.warm import WarmWindows
+from ..stores import Record, SnapshotStore
+from . import approvals, idempotency
+from .compaction import archivable_prefix, build_strategy
+from .events import Accepted, Completed, TextDelta, TurnEvent, ending
 from .tool_steps import ToolSteps
-from .turn_events import Accepted, Completed, TextDelta, TurnEvent, ending
-from .warm import WarmWindows
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 BACKENDS = ("cosmos", "postgres", "file", "memory")
 AUTH_MODES = ("none", "easyauth", "header")

@@ -12,8 +12,8 @@ import binascii
 import json
 import re
 
-from .documents import ListingKey
-from .errors import InvalidCursorError
+from ..errors import InvalidCursorError
+from ..state.documents import ListingKey
 
 _PREFIX = "l1"
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
