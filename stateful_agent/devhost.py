@@ -76,7 +76,7 @@ def _endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Re
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown routes and wrong methods, as problem documents (the Functions host answers these itself)."""
     from .errors import MethodNotAllowedError, RouteNotFoundError
-    from .http.routes import problem_response
+    from .http.problems import problem_response
 
     detail = f"{request.method} {request.url.path}"
     if getattr(exc, "status_code", 404) == 405:

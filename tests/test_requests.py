@@ -10,7 +10,7 @@ import pytest
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import AgentServiceError, InvalidRequestError
-from stateful_agent.http import routes as api
+from stateful_agent.http import problems as api
 from stateful_agent.sessions.transcript import encode_cursor
 from tests.support import ScriptedChatClient
 

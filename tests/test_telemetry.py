@@ -273,7 +273,7 @@ async def test_a_failed_request_is_logged_once_with_its_trace_id(make_service, o
     service = make_service("memory", ScriptedChatClient([ModelDown("down")]))
     with caplog.at_level(logging.WARNING):
         await request(service, "POST", "/api/sessions/s1/turns", json={"message": "hi"})
-    lines = [r for r in caplog.records if r.name == "stateful_agent.http.routes"]
+    lines = [r for r in caplog.records if r.name == "stateful_agent.http.problems"]
     assert len(lines) == 1
     assert "502 model_error (session 's1')" in lines[0].getMessage()
     trace.get_tracer_provider().force_flush()

@@ -1,0 +1,119 @@
+"""Request parsing: the turn body (strict JSON, typed), path and query parameters; every bad input is an
+``AgentServiceError`` with its own code, never a stack trace."""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import accumulate
+from typing import Annotated
+
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from ..errors import (
+    InvalidJsonError,
+    InvalidRequestError,
+    InvalidSessionIdError,
+    MessageTooLargeError,
+    UnsupportedMediaTypeError,
+    printable,
+)
+
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: Deepest JSON nesting a request body may have; a turn needs 1.
+MAX_JSON_DEPTH = 32
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
+_LIMIT = re.compile(r"[0-9]{1,3}")
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_TURN_SHAPE = 'Send {"message": "<text>"}, or {"approvals": [{"id": "<id>", "approved": true|false}]}, or both.'
+
+
+class ApprovalAnswer(BaseModel):
+    """A person's answer to one pending tool approval."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    approved: bool
+
+
+class TurnRequest(BaseModel):
+    """The body of ``POST /api/sessions/{session_id}/turns``: a message, approval answers, or both."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    message: str | None = None
+    approvals: Annotated[list[ApprovalAnswer], Field(min_length=1, max_length=100)] | None = None
+
+
+def limit(req: Request, *, default: int, maximum: int) -> int:
+    raw = req.query_params.get("limit", str(default))
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= maximum:
+        raise InvalidRequestError(f"'limit' must be a number from 1 to {maximum}.")
+    return int(raw)
+
+
+def session_id(req: Request) -> str:
+    session_id = str(req.path_params.get("session_id", ""))
+    if not SESSION_ID_PATTERN.fullmatch(session_id):
+        raise InvalidSessionIdError(
+            "A session id is 1-128 characters: letters, digits, '.', '_', ':' and '-', starting with a letter or digit."
+        )
+    return session_id
+
+
+async def turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[tuple[str, bool]]]:
+    """The validated message and approval answers ``(id, approved)`` of a turn request."""
+    content_type = req.headers.get("content-type", "").split(";")[0].strip()
+    if not _JSON_MEDIA_TYPE.fullmatch(content_type):
+        raise UnsupportedMediaTypeError("Send the turn as JSON with 'Content-Type: application/json'.")
+    body = await req.body()
+    if len(body) > 6 * max_bytes + 64 * 1024:  # even a fully \u-escaped message of max_bytes fits below this
+        raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes.")
+    try:
+        text = body.decode("utf-8")  # JSON must be UTF-8 (RFC 8259); no sniffing of UTF-16/32
+    except UnicodeDecodeError:
+        raise InvalidJsonError("The request body is not UTF-8 encoded JSON.") from None
+    if _nesting(text) > MAX_JSON_DEPTH:
+        raise InvalidJsonError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        raise InvalidJsonError("The request body is not valid JSON.") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequestError(_TURN_SHAPE)
+    unknown = sorted(set(payload) - set(TurnRequest.model_fields))
+    if unknown:
+        names = ", ".join(repr(printable(name, 40)) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidRequestError(f"Unknown field(s): {names}{more}. {_TURN_SHAPE}")
+    try:
+        request = TurnRequest.model_validate(payload)
+    except ValidationError as exc:
+        if any(error["loc"][:1] == ("approvals",) for error in exc.errors()):
+            raise InvalidRequestError(
+                '\'approvals\' must be a non-empty list of {"id": "<id>", "approved": true|false}.'
+            ) from None
+        raise InvalidRequestError("'message' must be a non-empty string.") from None
+    if request.message is None and request.approvals is None:
+        raise InvalidRequestError(_TURN_SHAPE)
+    message = request.message
+    if message is not None:
+        if not message.strip():
+            raise InvalidRequestError("'message' must be a non-empty string.")
+        try:
+            size = len(message.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidRequestError("'message' contains unpaired surrogate characters.") from None
+        if size > max_bytes:
+            raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes (MAX_MESSAGE_BYTES).")
+    return message, [(answer.id, answer.approved) for answer in request.approvals or ()]
+
+
+def _nesting(text: str) -> int:
+    """How deep JSON text nests arrays and objects (brackets inside strings do not count)."""
+    skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, skeleton)), default=0)
