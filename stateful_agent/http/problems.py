@@ -13,6 +13,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
 from ..errors import AgentServiceError, printable
+from ..sessions.bodies import Body
 from ..state.jsontext import encode_json
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class StrictJSONResponse(JSONResponse):
-    """JSON rendered strictly (no ``NaN``) and safely (a lone surrogate becomes its escape, never an error)."""
+    """A response body (``bodies.Body``) or JSON value, rendered strictly (no ``NaN``) and safely (a lone
+    surrogate becomes its escape, never an error)."""
 
     def render(self, content: Any) -> bytes:
-        return encode_json(content)
+        return encode_json(content.json() if isinstance(content, Body) else content)
 
 
 def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:

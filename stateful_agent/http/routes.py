@@ -15,6 +15,7 @@ from fastapi import Request, Response
 from ..errors import AgentServiceError, ChatPageDisabledError
 from ..platform.identity import Caller, caller
 from ..runtime import get_service
+from ..sessions.bodies import Created, Me, User
 from ..turns.idempotency import validate_key
 from . import requests, sse
 from .problems import StrictJSONResponse, served
@@ -65,7 +66,7 @@ async def create_session(req: Request) -> Response:
     _caller(req)
     session_id = str(uuid.uuid4())
     location = f"{req.url.path.rstrip('/')}/{session_id}"
-    return StrictJSONResponse({"session_id": session_id}, status_code=201, headers={"Location": location})
+    return StrictJSONResponse(Created(session_id=session_id), status_code=201, headers={"Location": location})
 
 
 @served("GET /api/sessions")
@@ -108,8 +109,8 @@ async def me(req: Request) -> Response:
     """``GET /api/me``: how the app identifies callers (``auth_mode``) and who this caller is (``user``,
     ``null`` when sessions are shared)."""
     service, who = _identity(req)
-    user = {"id": who.principal_id, "provider": who.provider, "name": who.name} if who.provider else None
-    return StrictJSONResponse({"auth_mode": service.settings.auth_mode, "user": user})
+    user = User(id=who.principal_id, provider=who.provider, name=who.name) if who.provider else None
+    return StrictJSONResponse(Me(auth_mode=service.settings.auth_mode, user=user))
 
 
 @served("GET /api/ui")

@@ -22,14 +22,14 @@ from agent_framework import Agent, AgentResponse, AgentSession, Message
 from ..errors import (
     AgentServiceError,
     ConfigurationError,
-    NotReadyError,
     SessionConflictError,
-    SessionNotFoundError,
 )
 from ..platform import telemetry
 from ..platform.models import model_failure
 from ..platform.settings import Settings
-from ..sessions import listing, transcript
+from ..sessions import transcript
+from ..sessions.bodies import Approval, Health, MessagePage, Session, SessionPage, Turn
+from ..sessions.reads import SessionReads
 from ..state.documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
 from ..state.warm import WarmWindows
 from ..stores import Record, SnapshotStore
@@ -53,13 +53,14 @@ class TurnResult:
     replayed: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "turn": self.turn,
-            "reply": self.reply,
-            "approvals": list(self.approvals),
-            "usage": self.usage.model_dump() if self.usage else None,
-        }
+        """The response body (``bodies.Turn``) as JSON."""
+        return Turn(
+            session_id=self.session_id,
+            turn=self.turn,
+            reply=self.reply,
+            approvals=[Approval(**approval) for approval in self.approvals],
+            usage=self.usage,
+        ).json()
 
 
 @dataclass
@@ -86,11 +87,22 @@ class TurnService:
 
     def __init__(self, settings: Settings, store: SnapshotStore, agent_factory: Callable[[], Agent]) -> None:
         self.settings = settings
-        self.store = store
+        self._store = store
         self.strategy = build_strategy(settings)
         self._agent_factory = agent_factory
         self._agent: Agent | None = None
         self.warm = WarmWindows(settings.session_cache_bytes)
+        #: The read side, sharing the store and the warm windows.
+        self.sessions = SessionReads(settings, store, self.warm)
+
+    @property
+    def store(self) -> SnapshotStore:
+        """The session store, shared with the read side."""
+        return self._store
+
+    @store.setter
+    def store(self, store: SnapshotStore) -> None:
+        self._store = self.sessions.store = store
 
     @property
     def agent(self) -> Agent:
@@ -270,85 +282,31 @@ class TurnService:
         for event in ending(await self._commit(prepared, response)):
             yield event
 
-    async def describe(self, session_id: str, *, owner: str = "") -> dict[str, Any]:
-        """The session's summary and the user/assistant messages of its live window.
+    async def describe(self, session_id: str, *, owner: str = "") -> Session:
+        """See ``SessionReads.describe``."""
+        return await self.sessions.describe(session_id, owner=owner)
 
-        Raises:
-            SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
-        """
-        record, session = await self._load(session_id, owner)
-        document = record.document
-        live = history(session)
-        return {
-            "session_id": session_id,
-            "title": document.title,
-            "turns": document.turns,
-            "created_at": document.created_at,
-            "updated_at": document.updated_at,
-            "usage": document.usage.model_dump() if document.usage else None,
-            "pending_approvals": [a.public() for a in document.approvals if a.state == "pending"],
-            "messages": [view for _, view in transcript.views(live, live) if transcript.shown(view)],
-        }
+    async def messages(self, session_id: str, *, cursor: str | None, limit: int, owner: str = "") -> MessagePage:
+        """See ``SessionReads.messages``."""
+        return await self.sessions.messages(session_id, cursor=cursor, limit=limit, owner=owner)
 
-    async def messages(self, session_id: str, *, cursor: str | None, limit: int, owner: str = "") -> dict[str, Any]:
-        """One page of the whole transcript, oldest first, with the cursor of the next page.
+    async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> SessionPage:
+        """See ``SessionReads.list_sessions``."""
+        return await self.sessions.list_sessions(owner=owner, cursor=cursor, limit=limit)
 
-        Raises:
-            InvalidCursorError: ``cursor`` is not one this API returned for this session.
-            SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
-        """
-        record, session = await self._load(session_id, owner)
-        live = history(session)
-        total = record.document.archived_count + len(live)
-        start = transcript.decode_cursor(cursor, total)
-        end = min(start + limit, total)
-        page = await transcript.read_range(self.store, record.document, live, start, end)
-        return {
-            "session_id": session_id,
-            "total": total,
-            "messages": [{"index": start + i, **view} for i, view in transcript.views(page, [*page, *live])],
-            "next_cursor": transcript.encode_cursor(end) if end < total else None,
-        }
+    async def health(self) -> Health:
+        """See ``SessionReads.health``."""
+        return await self.sessions.health()
 
     async def delete(self, session_id: str, *, owner: str = "") -> None:
         """Delete ``owner``'s session and its transcript; a missing (or corrupt) one succeeds, and another
-        owner's session of the same id is untouched."""
+        owner's session of the same id is untouched.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
         self.warm.forget(owner, session_id)
         await self.store.remove(session_id, owner)
-
-    async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> dict[str, Any]:
-        """``owner``'s sessions, most recently updated first, one page, with the cursor of the next.
-
-        Raises:
-            InvalidCursorError: ``cursor`` is not one this API returned.
-            StoreUnavailableError: The store cannot be reached.
-        """
-        after = listing.decode_cursor(cursor)
-        rows = await self.store.list_sessions(owner, limit=limit + 1, after=after)
-        page = rows[:limit]
-        return {
-            "sessions": [row.model_dump() for row in page],
-            "next_cursor": listing.encode_cursor(page[-1].key) if len(rows) > limit else None,
-        }
-
-    async def health(self) -> dict[str, str]:
-        """Check the store answers; report backend and model.
-
-        Raises:
-            NotReadyError: The store is reachable but not usable as configured (a container of another layout).
-            StoreUnavailableError: The store cannot be reached.
-        """
-        try:
-            await self.store.ping()
-        except ConfigurationError as error:
-            raise NotReadyError(error.detail, internal=error.internal) from error
-        return {"status": "ok", "backend": self.store.backend, "model": self.settings.model_label}
-
-    async def _load(self, session_id: str, owner: str) -> tuple[Record, AgentSession]:
-        record = await self.store.read(session_id, owner)
-        if record is None:
-            raise SessionNotFoundError(f"No session with id '{session_id}'.")
-        return record, self.warm.restore(record.document)
 
     async def _commit(self, prepared: PreparedTurn, response: AgentResponse) -> TurnResult:
         """Write the archived chunk, then the snapshot, conditional on the version read (or claimed)."""
