@@ -17,7 +17,7 @@ from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError, UnauthenticatedError
 from stateful_agent.platform.identity import ANONYMOUS, Caller, caller
 from stateful_agent.platform.settings import Settings
-from stateful_agent.sessions.listing import encode_cursor
+from stateful_agent.sessions.cursors import listing_cursor as encode_cursor
 from tests.conftest import ROOT
 from tests.support import ScriptedChatClient, read_raw, write_raw
 

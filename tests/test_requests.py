@@ -11,7 +11,7 @@ from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import AgentServiceError, InvalidRequestError
 from stateful_agent.http import problems as api
-from stateful_agent.sessions.transcript import encode_cursor
+from stateful_agent.sessions.cursors import message_cursor as encode_cursor
 from tests.support import ScriptedChatClient
 
 TURN = "/api/sessions/s1/turns"

@@ -9,7 +9,7 @@ from ..platform.settings import Settings
 from ..state.documents import history
 from ..state.warm import WarmWindows
 from ..stores import Record, SnapshotStore
-from . import listing, transcript
+from . import cursors, transcript
 from .bodies import Approval, Health, Message, MessagePage, Session, SessionPage
 
 
@@ -62,14 +62,14 @@ class SessionReads:
         record, session = await self.load(session_id, owner)
         live = history(session)
         total = record.document.archived_count + len(live)
-        start = transcript.decode_cursor(cursor, total)
+        start = cursors.message_index(cursor, total)
         end = min(start + limit, total)
         page = await transcript.read_range(self.store, record.document, live, start, end)
         return MessagePage(
             session_id=session_id,
             total=total,
             messages=[Message(index=start + i, **view) for i, view in transcript.views(page, [*page, *live])],
-            next_cursor=transcript.encode_cursor(end) if end < total else None,
+            next_cursor=cursors.message_cursor(end) if end < total else None,
         )
 
     async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> SessionPage:
@@ -79,11 +79,11 @@ class SessionReads:
             InvalidCursorError: ``cursor`` is not one this API returned.
             StoreUnavailableError: The store cannot be reached.
         """
-        after = listing.decode_cursor(cursor)
+        after = cursors.listing_key(cursor)
         rows = await self.store.list_sessions(owner, limit=limit + 1, after=after)
         page = rows[:limit]
         return SessionPage(
-            sessions=page, next_cursor=listing.encode_cursor(page[-1].key) if len(rows) > limit else None
+            sessions=page, next_cursor=cursors.listing_cursor(page[-1].key) if len(rows) > limit else None
         )
 
     async def health(self) -> Health:

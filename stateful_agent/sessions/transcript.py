@@ -7,28 +7,23 @@ snapshot lists the chunks it owns, as ``"transcript": [[nonce, count], ...]``
 ``COMPACTION_MAX_MESSAGES / 2`` messages), so it is the source of truth: a chunk
 written by a turn that lost a race is never listed, never shown, and is removed
 with the session. Every message keeps one absolute index for its lifetime,
-which makes cursors stable.
+which makes cursors stable (``cursors.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from agent_framework import Message
 
-from ..errors import InvalidCursorError, SessionCorruptError
+from ..errors import SessionCorruptError
 from ..state.documents import ChunkRef, SessionDocument, TranscriptChunk, chunk_id
 from ..stores import SnapshotStore
 
 logger = logging.getLogger(__name__)
-
-_CURSOR_INDEX = re.compile(r"v1:(0|[1-9][0-9]{0,15})")
 
 
 def new_chunk(
@@ -113,26 +108,3 @@ def tool_arguments(content: Any) -> Any:
 def tool_result_text(content: Any) -> str:
     """A tool result as text (its exception's text when it failed)."""
     return str(content.result) if content.result is not None else str(content.exception or "")
-
-
-def encode_cursor(index: int) -> str:
-    """The cursor of absolute message index ``index``."""
-    return base64.urlsafe_b64encode(f"v1:{index}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, total: int) -> int:
-    """The absolute index a cursor points at (0 without one).
-
-    Raises:
-        InvalidCursorError: The cursor is not one this API returned for a transcript of ``total`` messages.
-    """
-    if cursor is None:
-        return 0
-    try:
-        match = _CURSOR_INDEX.fullmatch(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii"))
-    except (binascii.Error, ValueError):
-        match = None
-    index = int(match.group(1)) if match else -1
-    if index < 0 or encode_cursor(index) != cursor or index >= total:
-        raise InvalidCursorError("The cursor is not one this API returned for this session.")
-    return index

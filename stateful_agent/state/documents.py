@@ -156,6 +156,8 @@ class SessionDocument(_StoredDocument):
     snapshot: dict[str, Any]
     #: Encoded size in bytes, known for documents this process built (0 for documents it read).
     _size: int = PrivateAttr(default=0)
+    #: The stored object, built once per write by ``build`` (``None``: built on demand).
+    _body: dict[str, Any] | None = PrivateAttr(default=None)
 
     @field_validator("transcript", mode="before")
     @classmethod
@@ -231,7 +233,8 @@ class SessionDocument(_StoredDocument):
             idempotency=tuple(idempotency),
             snapshot=_snapshot(session, stored_messages),
         )
-        size = document._size = len(encode_json(document.stored()))
+        document._body = document.stored()  # built once: measured here, written by the store
+        size = document._size = len(encode_json(document._body))
         if size > max_bytes:
             raise SessionTooLargeError(
                 f"The session snapshot would be {size} bytes, above the {max_bytes}-byte limit "
@@ -239,8 +242,21 @@ class SessionDocument(_StoredDocument):
             )
         return document
 
+    def revised(self, **changes: Any) -> SessionDocument:
+        """The next version of this document with ``changes`` (e.g. its approvals' states): a new
+        ``write_id``, ``updated_at`` now. (A turn's next document comes from ``build``.)"""
+        return self.model_copy(update={**changes, "write_id": new_write_id(), "updated_at": utc_now()})
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> SessionDocument:
+        """A copy with ``update`` applied; what this process measured and built of the original is not kept."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy._body, copy._size = None, 0
+        return copy
+
     def stored(self) -> dict[str, Any]:
         """The JSON object every backend stores (without backend fields such as ``id`` or ``_etag``)."""
+        if self._body is not None:
+            return self._body
         body: dict[str, Any] = {
             "owner": self.owner,
             "session_id": self.session_id,
@@ -423,9 +439,14 @@ def title_of(session: AgentSession) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
+def now() -> datetime:
+    """The app's clock: now, as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
 def utc_now() -> str:
-    """An ISO 8601 UTC timestamp with milliseconds, e.g. ``2026-11-25T10:00:00.000Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now as the documents store it: ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T10:00:00.000Z``."""
+    return now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_write_id() -> str:

@@ -16,13 +16,13 @@ that the call's outcome is unknown, and the tool is never run again by this app.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from agent_framework import Content, Message
 
 from ..errors import ApprovalNotPendingError, ApprovalsPendingError
-from ..state.documents import PendingApproval, SessionDocument, new_write_id, utc_now
+from ..state.documents import PendingApproval, SessionDocument, utc_now
 
 #: How long a claim may stay without its turn being stored before it counts as interrupted; longer
 #: than any function may run (functionTimeout).
@@ -76,11 +76,12 @@ def unresolved(document: SessionDocument | None, now: datetime) -> list[PendingA
 def claimed(document: SessionDocument, answers: Sequence[Answer]) -> SessionDocument:
     """The document that claims ``answers``' approvals for this request (written before any tool runs)."""
     ids = {answer.id for answer in answers}
-    now = utc_now()
+    claimed_at = utc_now()
     approvals = tuple(
-        a.model_copy(update={"state": "claimed", "claimed_at": now}) if a.id in ids else a for a in document.approvals
+        a.model_copy(update={"state": "claimed", "claimed_at": claimed_at}) if a.id in ids else a
+        for a in document.approvals
     )
-    return document.model_copy(update={"approvals": approvals, "write_id": new_write_id(), "updated_at": now})
+    return document.revised(approvals=approvals)
 
 
 def interrupted(document: SessionDocument) -> SessionDocument:
@@ -88,7 +89,7 @@ def interrupted(document: SessionDocument) -> SessionDocument:
     approvals = tuple(
         a.model_copy(update={"state": "interrupted"}) if a.state == "claimed" else a for a in document.approvals
     )
-    return document.model_copy(update={"approvals": approvals, "write_id": new_write_id(), "updated_at": utc_now()})
+    return document.revised(approvals=approvals)
 
 
 def inputs(history: Sequence[Message], answers: Sequence[Answer], message: str | None) -> list[Message]:
@@ -150,8 +151,3 @@ def _stale(approval: PendingApproval, now: datetime) -> bool:
         return True
     claimed_at = datetime.fromisoformat(approval.claimed_at.replace("Z", "+00:00"))
     return now - claimed_at > timedelta(seconds=CLAIM_SECONDS)
-
-
-def utc_datetime() -> datetime:
-    """Now, as an aware UTC datetime."""
-    return datetime.now(UTC)

@@ -31,6 +31,7 @@ from ..sessions import transcript
 from ..sessions.bodies import Approval, Health, MessagePage, Session, SessionPage, Turn
 from ..sessions.reads import SessionReads
 from ..state.documents import RememberedKey, SessionDocument, Usage, history, set_history, stored_messages
+from ..state.documents import now as clock
 from ..state.warm import WarmWindows
 from ..stores import Record, SnapshotStore
 from . import approvals, idempotency
@@ -144,7 +145,7 @@ class TurnService:
             if replay is not None:
                 return replay
         document = record.document if record else None
-        now = approvals.utc_datetime()
+        now = clock()
         approvals.check(document, answers, now)
         live = history(session)
         stored = stored_messages(document)
