@@ -1,140 +1,290 @@
-"""Application settings: every name the app reads, parsed and validated once.
+"""Application settings: each declared once, on the field of ``Settings`` that holds it.
 
-``SETTINGS`` is the single source of truth for the setting names. The sample
-``local.settings.sample.json`` and the Bicep app settings are tested against it.
+A field's ``setting(...)`` names its app setting (the environment variable) and says what it means, its
+default, the values it takes and whether it is local-only (never deployed by ``infra/``). ``load_settings``
+parses them all from those declarations; ``DECLARATIONS`` lists them for the documentation and the tests
+that keep ``docs/settings.md``, ``local.settings.sample.json`` and the Bicep app settings in step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from ..errors import ConfigurationError
 
-BACKENDS = ("cosmos", "postgres", "file", "memory")
-AUTH_MODES = ("none", "easyauth", "header")
-COMPACTION_STRATEGIES = ("messages", "tokens", "none")
-MODEL_PROVIDERS = ("azure_openai", "openai", "echo")
-
-#: Setting name -> one-line description. Defaults live in ``load_settings``.
-SETTINGS: dict[str, str] = {
-    "AUTH_MODE": "Who owns a session: none (function keys, shared) | easyauth (App Service Authentication) | header.",
-    "AUTH_USER_HEADER": "With AUTH_MODE=header: the header a trusted caller names the user in (default X-User-Id).",
-    "EASYAUTH_LOCAL_HEADERS": "true = trust X-MS-CLIENT-PRINCIPAL-* headers without Easy Auth (never in Azure).",
-    "MAF_SESSION_BACKEND": "Session store: cosmos | postgres | file | memory (default file).",
-    "MAF_SESSION_DIR": "Directory of the file store (default ./.sessions).",
-    "COSMOS_ENDPOINT": "Cosmos DB account endpoint, e.g. https://<account>.documents.azure.com:443/.",
-    "COSMOS_KEY": "Account key, for emulators only; unset = Microsoft Entra ID (managed identity).",
-    "COSMOS_DATABASE": "Cosmos database name (default agents).",
-    "COSMOS_CONTAINER": "Cosmos container name, partition key [/owner, /session_id] (default conversations).",
-    "COSMOS_CREATE_CONTAINER": "true = create database and container on first use (local emulators only).",
-    "POSTGRES_DSN": "libpq connection string or URI; unset = the PG* variables. No password = Entra ID in Azure.",
-    "POSTGRES_CREATE_SCHEMA": "true = create or upgrade the PostgreSQL schema on first use (else run migrate).",
-    "POSTGRES_POOL_SIZE": "Most PostgreSQL connections per instance (default 5).",
-    "SESSION_TTL_SECONDS": "Seconds an idle session is kept in Cosmos (Cosmos TTL); unset or -1 = forever.",
-    "MAX_MESSAGE_BYTES": "Largest accepted user message, UTF-8 bytes (default 32768).",
-    "MAX_SNAPSHOT_BYTES": "Largest snapshot document written, bytes (default 1572864; Cosmos caps items at 2 MB).",
-    "SESSION_CACHE_MB": "MB of stored sessions an instance keeps restored for their next turn (default 32; 0 = off).",
-    "COMPACTION_STRATEGY": "What bounds the live window: messages | tokens | none (default messages).",
-    "COMPACTION_MAX_MESSAGES": "Most messages a prompt holds with COMPACTION_STRATEGY=messages (default 40).",
-    "COMPACTION_TOKEN_BUDGET": "Most estimated tokens a prompt holds with COMPACTION_STRATEGY=tokens (default 8000).",
-    "IDEMPOTENCY_KEYS": "How many recent Idempotency-Keys a session remembers (default 50).",
-    "MODEL_PROVIDER": "azure_openai | openai | echo; unset = chosen from the model settings present.",
-    "AZURE_OPENAI_ENDPOINT": "Azure OpenAI endpoint, e.g. https://<resource>.openai.azure.com/.",
-    "AZURE_OPENAI_MODEL": "Azure OpenAI chat deployment name.",
-    "AZURE_OPENAI_API_KEY": "Azure OpenAI key; unset = Microsoft Entra ID (managed identity).",
-    "AZURE_OPENAI_API_VERSION": "Azure OpenAI API version (default: MAF's Chat Completions default).",
-    "OPENAI_BASE_URL": "OpenAI-compatible endpoint (Ollama, vLLM, LM Studio); unset = api.openai.com.",
-    "OPENAI_API_KEY": "Key of the OpenAI-compatible endpoint (optional for local servers).",
-    "OPENAI_MODEL": "Model name at the OpenAI-compatible endpoint.",
-    "MODEL_TIMEOUT_SECONDS": "Seconds a model request may take, or stay silent mid-stream (default 60).",
-    "MODEL_MAX_RETRIES": "How often a failed model request is retried by the OpenAI SDK (default 2).",
-    "MODEL_MAX_OUTPUT_TOKENS": "Most tokens one model call may write (max_completion_tokens); unset = the model's.",
-    "SSE_KEEPALIVE_SECONDS": "Seconds of model silence before a stream sends an SSE keep-alive (default 15).",
-    "CHAT_UI": "true = serve the chat page at /api/ui (default true).",
-    "AGENT_NAME": "The agent's name (default assistant).",
-    "AGENT_TOOLS": "The agent's tools: comma-separated module:attribute references (default none).",
-    "AGENT_INSTRUCTIONS": "The agent's system instructions.",
-    "AZURE_CLIENT_ID": "Client id of the user-assigned managed identity (Azure only).",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights to export telemetry to (Entra ID auth).",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "OTLP/HTTP endpoint to export telemetry to, e.g. http://127.0.0.1:4318.",
-    "OTEL_EXPORTER_OTLP_PROTOCOL": "OTLP protocol; only http/protobuf (the default) is installed.",
-    "OTEL_SERVICE_NAME": "The service name in telemetry (default stateful-agent).",
-    "ENABLE_SENSITIVE_DATA": "true = MAF records message and tool contents in spans (default false).",
-}
-
-#: Settings never set in Azure: keys (Azure uses managed identity), local-only options and the
-#: OpenAI-compatible endpoint. Every other setting is set by the infrastructure (infra/).
-LOCAL_ONLY_SETTINGS = frozenset(
-    {
-        "MAF_SESSION_DIR",
-        "EASYAUTH_LOCAL_HEADERS",
-        "COSMOS_KEY",
-        "COSMOS_CREATE_CONTAINER",
-        "POSTGRES_CREATE_SCHEMA",
-        "AZURE_OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "OPENAI_MODEL",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    }
-)
-
+AuthMode = Literal["none", "easyauth", "header"]
+Backend = Literal["cosmos", "postgres", "file", "memory"]
+CompactionStrategy = Literal["messages", "tokens", "none"]
+ModelProvider = Literal["azure_openai", "openai", "echo"]
+BACKENDS: tuple[Backend, ...] = ("cosmos", "postgres", "file", "memory")
+AUTH_MODES: tuple[AuthMode, ...] = ("none", "easyauth", "header")
+COMPACTION_STRATEGIES: tuple[CompactionStrategy, ...] = ("messages", "tokens", "none")
+MODEL_PROVIDERS: tuple[ModelProvider, ...] = ("azure_openai", "openai", "echo")
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant. Answer concisely."
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting: its name, what it means, its default, the values it takes, where it applies."""
+
+    name: str
+    description: str
+    kind: Literal["text", "secret", "flag", "integer", "choice", "path"] = "text"
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    #: Integer settings held in another unit (``SESSION_CACHE_MB`` is held as bytes).
+    scale: int = 1
+    #: Never set in Azure: keys, local-only options, the OpenAI-compatible endpoint.
+    local_only: bool = False
+    #: The ``Settings`` attribute; ``None`` for settings a library reads from the environment itself.
+    field: str | None = None
+
+
+def setting(name: str, description: str, kind: str = "text", default: Any = None, **options: Any) -> Any:
+    """A ``Settings`` field holding app setting ``name`` (``default`` in the setting's own unit)."""
+    declared = Setting(name, description, kind, default, **options)  # type: ignore[arg-type]
+    held = default * declared.scale if kind == "integer" and default is not None else default
+    if kind == "path":
+        held = Path(default)
+    return dataclasses.field(default=held, metadata={"setting": declared})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Validated application settings."""
 
-    auth_mode: str = "none"
-    auth_user_header: str = "X-User-Id"
-    easyauth_local_headers: bool = False
+    auth_mode: AuthMode = setting(
+        "AUTH_MODE",
+        "Who owns a session: `none` (function keys, sessions shared), `easyauth` (App Service Authentication: "
+        "each user their own) or `header` (a trusted backend names the user).",
+        "choice",
+        "none",
+        choices=AUTH_MODES,
+    )
+    auth_user_header: str = setting(
+        "AUTH_USER_HEADER",
+        "With `AUTH_MODE=header`: the header a trusted backend names the user in.",
+        "text",
+        "X-User-Id",
+    )
+    easyauth_local_headers: bool = setting(
+        "EASYAUTH_LOCAL_HEADERS",
+        "`true` trusts `X-MS-CLIENT-PRINCIPAL-*` headers without Easy Auth, for local runs; a "
+        "`configuration_error` when the app runs in Azure.",
+        "flag",
+        False,
+        local_only=True,
+    )
     #: Platform facts (set by App Service, not app settings): Easy Auth is on; the app runs in Azure.
     easyauth_enabled: bool = False
     in_azure: bool = False
-    backend: str = "file"
-    session_dir: Path = Path(".sessions")
-    cosmos_endpoint: str | None = None
-    cosmos_key: str | None = field(default=None, repr=False)
-    cosmos_database: str = "agents"
-    cosmos_container: str = "conversations"
-    cosmos_create_container: bool = False
+    backend: Backend = setting(
+        "MAF_SESSION_BACKEND",
+        "The session store: `cosmos`, `postgres`, `file` or `memory`.",
+        "choice",
+        "file",
+        choices=BACKENDS,
+    )
+    session_dir: Path = setting(
+        "MAF_SESSION_DIR", "Directory of the `file` store.", "path", ".sessions", local_only=True
+    )
+    cosmos_endpoint: str | None = setting(
+        "COSMOS_ENDPOINT",
+        "Cosmos DB account endpoint, e.g. `https://<account>.documents.azure.com:443/`; required for `cosmos`.",
+    )
+    cosmos_key: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "setting": Setting(
+                "COSMOS_KEY",
+                "Account key, for emulators only; unset = Microsoft Entra ID (managed identity in Azure, `az login` "
+                "locally).",
+                "secret",
+                local_only=True,
+            )
+        },
+    )
+    cosmos_database: str = setting("COSMOS_DATABASE", "Cosmos DB database name.", "text", "agents")
+    cosmos_container: str = setting(
+        "COSMOS_CONTAINER",
+        "Cosmos DB container; hierarchical partition key `[/owner, /session_id]` (checked on first use).",
+        "text",
+        "conversations",
+    )
+    cosmos_create_container: bool = setting(
+        "COSMOS_CREATE_CONTAINER",
+        "`true` creates the database and container on first use (local emulators; in Azure `infra/` does).",
+        "flag",
+        False,
+        local_only=True,
+    )
     #: May hold a password: kept out of ``repr`` (and never logged).
-    postgres_dsn: str | None = field(default=None, repr=False)
-    postgres_create_schema: bool = False
-    postgres_pool_size: int = 5
-    session_ttl_seconds: int | None = None
-    max_message_bytes: int = 32 * 1024
-    max_snapshot_bytes: int = 1_572_864
-    session_cache_bytes: int = 32 * 1024 * 1024
-    compaction_strategy: str = "messages"
-    compaction_max_messages: int = 40
-    compaction_token_budget: int = 8000
-    idempotency_keys: int = 50
-    model_provider: str = "echo"
-    azure_openai_endpoint: str | None = None
-    azure_openai_model: str | None = None
-    azure_openai_api_key: str | None = None
-    azure_openai_api_version: str | None = None
-    openai_base_url: str | None = None
-    openai_api_key: str | None = None
-    openai_model: str | None = None
-    model_timeout_seconds: int = 60
-    model_max_retries: int = 2
-    model_max_output_tokens: int | None = None
-    sse_keepalive_seconds: int = 15
-    chat_ui: bool = True
-    agent_name: str = "assistant"
-    agent_tools: str = ""
-    agent_instructions: str = DEFAULT_INSTRUCTIONS
-    azure_client_id: str | None = None
+    postgres_dsn: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "setting": Setting(
+                "POSTGRES_DSN",
+                "For `postgres`: a libpq connection string or `postgresql://` URI (the `PG*` variables fill in what "
+                "it leaves out); no password and an Azure host = Microsoft Entra ID.",
+                "secret",
+            )
+        },
+    )
+    postgres_create_schema: bool = setting(
+        "POSTGRES_CREATE_SCHEMA",
+        "`true` creates or upgrades the PostgreSQL schema on first use (local servers); otherwise run "
+        "`python -m stateful_agent.stores.postgres migrate`.",
+        "flag",
+        False,
+        local_only=True,
+    )
+    postgres_pool_size: int = setting(
+        "POSTGRES_POOL_SIZE", "Most PostgreSQL connections one instance opens.", "integer", 5, minimum=1, maximum=100
+    )
+    session_ttl_seconds: int | None = setting(
+        "SESSION_TTL_SECONDS",
+        "A session is deleted this long after its last turn (Cosmos DB TTL; PostgreSQL: `cleanup`); unset or `-1` = "
+        "keep.",
+        "integer",
+        None,
+        minimum=-1,
+    )
+    max_message_bytes: int = setting(
+        "MAX_MESSAGE_BYTES", "Largest user message, in UTF-8 bytes.", "integer", 32 * 1024, minimum=1
+    )
+    max_snapshot_bytes: int = setting(
+        "MAX_SNAPSHOT_BYTES",
+        "Largest snapshot document written, in bytes (Cosmos DB caps items at 2 MB).",
+        "integer",
+        1_572_864,
+        minimum=1024,
+        maximum=2 * _MB,
+    )
+    session_cache_bytes: int = setting(
+        "SESSION_CACHE_MB",
+        "MB of stored sessions an instance keeps restored for their next turn; `0` = off.",
+        "integer",
+        32,
+        minimum=0,
+        maximum=4096,
+        scale=_MB,
+    )
+    compaction_strategy: CompactionStrategy = setting(
+        "COMPACTION_STRATEGY",
+        "What bounds the live window: `messages`, `tokens` or `none`.",
+        "choice",
+        "messages",
+        choices=COMPACTION_STRATEGIES,
+    )
+    compaction_max_messages: int = setting(
+        "COMPACTION_MAX_MESSAGES",
+        "With `messages`: most messages a prompt holds; past it the oldest are archived down to half.",
+        "integer",
+        40,
+        minimum=2,
+    )
+    compaction_token_budget: int = setting(
+        "COMPACTION_TOKEN_BUDGET",
+        "With `tokens`: most estimated tokens a prompt holds; past it the oldest are archived down to half.",
+        "integer",
+        8000,
+        minimum=100,
+    )
+    idempotency_keys: int = setting(
+        "IDEMPOTENCY_KEYS",
+        "How many recent `Idempotency-Key`s a session remembers.",
+        "integer",
+        50,
+        minimum=1,
+        maximum=1000,
+    )
+    model_provider: ModelProvider = setting(
+        "MODEL_PROVIDER",
+        "`azure_openai`, `openai` or `echo`; unset = `azure_openai` with `AZURE_OPENAI_ENDPOINT`, else `openai` "
+        "with `OPENAI_MODEL`, else `echo` (offline).",
+        "choice",
+        "echo",
+        choices=MODEL_PROVIDERS,
+    )
+    azure_openai_endpoint: str | None = setting(
+        "AZURE_OPENAI_ENDPOINT", "Azure OpenAI endpoint, e.g. `https://<resource>.openai.azure.com/`."
+    )
+    azure_openai_model: str | None = setting("AZURE_OPENAI_MODEL", "Azure OpenAI chat deployment name.")
+    azure_openai_api_key: str | None = setting(
+        "AZURE_OPENAI_API_KEY", "Azure OpenAI key; unset = Microsoft Entra ID.", "secret", local_only=True
+    )
+    azure_openai_api_version: str | None = setting(
+        "AZURE_OPENAI_API_VERSION", "Azure OpenAI API version; unset = MAF's Chat Completions default."
+    )
+    openai_base_url: str | None = setting(
+        "OPENAI_BASE_URL",
+        "An OpenAI-compatible Chat Completions endpoint (Ollama, vLLM, LM Studio, llama.cpp); unset = api.openai.com.",
+        local_only=True,
+    )
+    openai_api_key: str | None = setting(
+        "OPENAI_API_KEY", "Key of that endpoint; optional with `OPENAI_BASE_URL`.", "secret", local_only=True
+    )
+    openai_model: str | None = setting("OPENAI_MODEL", "Model name at that endpoint.", local_only=True)
+    model_timeout_seconds: int = setting(
+        "MODEL_TIMEOUT_SECONDS",
+        "Seconds one model request may take, or stay silent mid-stream, before it fails.",
+        "integer",
+        60,
+        minimum=1,
+        maximum=600,
+    )
+    model_max_retries: int = setting(
+        "MODEL_MAX_RETRIES",
+        "How often the OpenAI SDK retries a failed model request.",
+        "integer",
+        2,
+        minimum=0,
+        maximum=10,
+    )
+    model_max_output_tokens: int | None = setting(
+        "MODEL_MAX_OUTPUT_TOKENS",
+        "Most tokens one model call may write (sent as `max_completion_tokens`); unset = the model's own limit.",
+        "integer",
+        None,
+        minimum=1,
+        maximum=1_000_000,
+    )
+    sse_keepalive_seconds: int = setting(
+        "SSE_KEEPALIVE_SECONDS",
+        "Seconds of model silence before a stream sends an SSE keep-alive comment (the host drops a stream idle "
+        "for about 240 s).",
+        "integer",
+        15,
+        minimum=1,
+        maximum=230,
+    )
+    chat_ui: bool = setting("CHAT_UI", "Serve the chat page at `/api/ui`.", "flag", True)
+    agent_name: str = setting("AGENT_NAME", "The agent's name.", "text", "assistant")
+    agent_tools: str = setting(
+        "AGENT_TOOLS",
+        "The agent's tools: comma-separated `module:attribute` references (e.g. `samples.tools:TOOLS`).",
+        "text",
+        "",
+    )
+    agent_instructions: str = setting(
+        "AGENT_INSTRUCTIONS", "The agent's system instructions.", "text", DEFAULT_INSTRUCTIONS
+    )
+    azure_client_id: str | None = setting(
+        "AZURE_CLIENT_ID", "Client id of the user-assigned managed identity (Azure only)."
+    )
 
     @property
     def model_label(self) -> str:
@@ -155,21 +305,62 @@ class Settings:
         return "echo (in process)"
 
 
+#: Settings that OpenTelemetry's exporters (and MAF) read from the environment themselves.
+TELEMETRY_SETTINGS = (
+    Setting(
+        "APPLICATIONINSIGHTS_CONNECTION_STRING",
+        "Export traces, metrics and logs to Application Insights, with Microsoft Entra ID (never a key).",
+    ),
+    Setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "Export them over OTLP/HTTP, e.g. `http://127.0.0.1:4318` (the other `OTEL_EXPORTER_OTLP_*` variables apply).",
+        local_only=True,
+    ),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP protocol; only `http/protobuf` is installed.", local_only=True),
+    Setting("OTEL_SERVICE_NAME", "The service name in telemetry.", default="stateful-agent"),
+    Setting(
+        "ENABLE_SENSITIVE_DATA",
+        "MAF's setting: `true` records message and tool contents in spans (development only).",
+        "flag",
+        False,
+    ),
+)
+
+#: Every setting the app reads, in the order of ``Settings`` (then telemetry's).
+DECLARATIONS: tuple[Setting, ...] = (
+    *(
+        dataclasses.replace(f.metadata["setting"], field=f.name)
+        for f in dataclasses.fields(Settings)
+        if "setting" in f.metadata
+    ),
+    *TELEMETRY_SETTINGS,
+)
+#: Setting name -> description.
+SETTINGS: dict[str, str] = {declared.name: declared.description for declared in DECLARATIONS}
+#: Settings never set in Azure; ``infra/`` sets every other one.
+LOCAL_ONLY_SETTINGS = frozenset(declared.name for declared in DECLARATIONS if declared.local_only)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate the settings; raise ``ConfigurationError`` naming the bad one."""
+    """Read and validate every declared setting.
+
+    Raises:
+        ConfigurationError: A setting is missing or invalid (the message names it).
+    """
     env = _Env(os.environ if environ is None else environ)
-    backend = env.choice("MAF_SESSION_BACKEND", BACKENDS, default="file")
-    cosmos_endpoint = env.text("COSMOS_ENDPOINT")
+    values = {f.name: env.read(f.metadata["setting"]) for f in dataclasses.fields(Settings) if "setting" in f.metadata}
+    backend = values["backend"]
+    cosmos_endpoint = values["cosmos_endpoint"]
     if backend == "cosmos" and not cosmos_endpoint:
         raise ConfigurationError("COSMOS_ENDPOINT is required when MAF_SESSION_BACKEND=cosmos.")
     if cosmos_endpoint and not cosmos_endpoint.startswith(("https://", "http://")):
         raise ConfigurationError("COSMOS_ENDPOINT must be an http(s) URL.")
-    postgres_dsn = env.text("POSTGRES_DSN")
     if backend == "postgres":
-        _check_conninfo(postgres_dsn or "")
-    ttl = env.integer("SESSION_TTL_SECONDS", default=None, minimum=-1)
+        _check_conninfo(values["postgres_dsn"] or "")
+    ttl = values["session_ttl_seconds"]
     if ttl == 0:
         raise ConfigurationError("SESSION_TTL_SECONDS must be -1 (keep forever) or a positive number of seconds.")
+    values["session_ttl_seconds"] = None if ttl in (None, -1) else ttl
 
     provider = env.choice("MODEL_PROVIDER", MODEL_PROVIDERS, default=None) or _infer_provider(env)
     if provider == "azure_openai":
@@ -180,51 +371,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigurationError(
                 "MODEL_PROVIDER=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local server."
             )
-
-    user_header = env.text("AUTH_USER_HEADER") or "X-User-Id"
-    if not _HEADER_NAME.fullmatch(user_header):
-        raise ConfigurationError(f"AUTH_USER_HEADER={user_header!r} is not an HTTP header name.")
+    values["model_provider"] = provider
+    if not _HEADER_NAME.fullmatch(values["auth_user_header"]):
+        raise ConfigurationError(f"AUTH_USER_HEADER={values['auth_user_header']!r} is not an HTTP header name.")
     return Settings(
-        auth_mode=env.choice("AUTH_MODE", AUTH_MODES, default="none") or "none",
-        auth_user_header=user_header,
-        easyauth_local_headers=env.flag("EASYAUTH_LOCAL_HEADERS"),
+        **values,
         easyauth_enabled=(env.text("WEBSITE_AUTH_ENABLED") or "").lower() == "true",
         in_azure=bool(env.text("WEBSITE_INSTANCE_ID") or env.text("WEBSITE_SITE_NAME")),
-        backend=backend,
-        session_dir=Path(env.text("MAF_SESSION_DIR") or ".sessions"),
-        cosmos_endpoint=cosmos_endpoint,
-        cosmos_key=env.text("COSMOS_KEY"),
-        cosmos_database=env.text("COSMOS_DATABASE") or "agents",
-        cosmos_container=env.text("COSMOS_CONTAINER") or "conversations",
-        cosmos_create_container=env.flag("COSMOS_CREATE_CONTAINER"),
-        postgres_dsn=postgres_dsn,
-        postgres_create_schema=env.flag("POSTGRES_CREATE_SCHEMA"),
-        postgres_pool_size=env.integer("POSTGRES_POOL_SIZE", default=5, minimum=1, maximum=100),
-        session_ttl_seconds=None if ttl in (None, -1) else ttl,
-        max_message_bytes=env.integer("MAX_MESSAGE_BYTES", default=32 * 1024, minimum=1),
-        max_snapshot_bytes=env.integer("MAX_SNAPSHOT_BYTES", default=1_572_864, minimum=1024, maximum=2 * 1024 * 1024),
-        session_cache_bytes=env.integer("SESSION_CACHE_MB", default=32, minimum=0, maximum=4096) * 1024 * 1024,
-        compaction_strategy=env.choice("COMPACTION_STRATEGY", COMPACTION_STRATEGIES, default="messages"),
-        compaction_max_messages=env.integer("COMPACTION_MAX_MESSAGES", default=40, minimum=2),
-        compaction_token_budget=env.integer("COMPACTION_TOKEN_BUDGET", default=8000, minimum=100),
-        idempotency_keys=env.integer("IDEMPOTENCY_KEYS", default=50, minimum=1, maximum=1000),
-        model_provider=provider,
-        azure_openai_endpoint=env.text("AZURE_OPENAI_ENDPOINT"),
-        azure_openai_model=env.text("AZURE_OPENAI_MODEL"),
-        azure_openai_api_key=env.text("AZURE_OPENAI_API_KEY"),
-        azure_openai_api_version=env.text("AZURE_OPENAI_API_VERSION"),
-        openai_base_url=env.text("OPENAI_BASE_URL"),
-        openai_api_key=env.text("OPENAI_API_KEY"),
-        openai_model=env.text("OPENAI_MODEL"),
-        model_timeout_seconds=env.integer("MODEL_TIMEOUT_SECONDS", default=60, minimum=1, maximum=600),
-        model_max_retries=env.integer("MODEL_MAX_RETRIES", default=2, minimum=0, maximum=10),
-        model_max_output_tokens=env.integer("MODEL_MAX_OUTPUT_TOKENS", default=None, minimum=1, maximum=1_000_000),
-        sse_keepalive_seconds=env.integer("SSE_KEEPALIVE_SECONDS", default=15, minimum=1, maximum=230),
-        chat_ui=env.flag("CHAT_UI", default=True),
-        agent_name=env.text("AGENT_NAME") or "assistant",
-        agent_tools=env.text("AGENT_TOOLS") or "",
-        agent_instructions=env.text("AGENT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
-        azure_client_id=env.text("AZURE_CLIENT_ID"),
     )
 
 
@@ -275,6 +428,21 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
 
+    def read(self, declared: Setting) -> Any:
+        """A declared setting's value, parsed and checked (its default when unset)."""
+        if declared.kind == "choice":
+            return self.choice(declared.name, declared.choices, default=declared.default)
+        if declared.kind == "flag":
+            return self.flag(declared.name, declared.default)
+        if declared.kind == "integer":
+            value = self.integer(
+                declared.name, default=declared.default, minimum=declared.minimum, maximum=declared.maximum
+            )
+            return value * declared.scale if value is not None else None
+        if declared.kind == "path":
+            return Path(self.text(declared.name) or declared.default)
+        return self.text(declared.name) or declared.default
+
     def text(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
@@ -298,7 +466,7 @@ class _Env:
             raise ConfigurationError(f"{name}={value!r} must be true or false.")
         return value in ("true", "1", "yes")
 
-    def integer(self, name: str, *, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    def integer(self, name: str, *, default: int | None, minimum: int | None, maximum: int | None = None) -> int | None:
         raw = self.text(name)
         if raw is None:
             return default
@@ -306,7 +474,7 @@ class _Env:
             value = int(raw)
         except ValueError:
             raise ConfigurationError(f"{name}={raw!r} is not an integer.") from None
-        if value < minimum or (maximum is not None and value > maximum):
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
             raise ConfigurationError(f"{name}={value} must be {bounds}.")
         return value
