@@ -1,4 +1,5 @@
-"""``python -m stateful_agent migrate``: move the previous version's Cosmos DB sessions into the current layout.
+"""``python -m stateful_agent migrate``: move the previous version's Cosmos DB sessions into the current layout
+(``python -m stateful_agent settings`` prints the settings reference).
 
 Configured like the app (``COSMOS_ENDPOINT``, ``COSMOS_DATABASE``, ``COSMOS_CONTAINER``, ``COSMOS_KEY`` or
 Microsoft Entra ID, ``COSMOS_CREATE_CONTAINER``), from the environment and, when given, a
@@ -40,7 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     migrate.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
     migrate.add_argument("--settings-file", metavar="PATH", help="a local.settings.json to read settings from")
+    commands.add_parser("settings", help="print the settings reference (docs/settings.md) as a Markdown table")
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        from .platform.settings import reference
+
+        print(reference(), end="")
+        return 0
     from .platform.identity import is_owner_key
 
     if not is_owner_key(args.owner):

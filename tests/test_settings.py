@@ -164,3 +164,11 @@ async def test_echo_replies_from_the_conversation_it_is_sent():
     streamed = [update.text async for update in client.get_response(conversation, stream=True)]
     assert len(streamed) > 1
     assert "".join(streamed) == response.text
+
+
+def test_the_settings_reference_is_generated_from_the_declarations():
+    from stateful_agent.platform.settings import DECLARATIONS, reference
+
+    page = (ROOT / "docs" / "settings.md").read_text()
+    assert reference() in page  # regenerate with: python -m stateful_agent settings
+    assert [line.split("`")[1] for line in reference().splitlines()[2:]] == [d.name for d in DECLARATIONS]

@@ -137,8 +137,10 @@ class Settings:
         metadata={
             "setting": Setting(
                 "POSTGRES_DSN",
-                "For `postgres`: a libpq connection string or `postgresql://` URI (the `PG*` variables fill in what "
-                "it leaves out); no password and an Azure host = Microsoft Entra ID.",
+                "For `postgres`: a libpq connection string (`host=... dbname=... user=...`) or `postgresql://` URI; "
+                "what it leaves out comes from `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`. "
+                "No password and an Azure Database for PostgreSQL host = Microsoft Entra ID "
+                "([PostgreSQL](postgres.md)).",
                 "secret",
             )
         },
@@ -152,12 +154,17 @@ class Settings:
         local_only=True,
     )
     postgres_pool_size: int = setting(
-        "POSTGRES_POOL_SIZE", "Most PostgreSQL connections one instance opens.", "integer", 5, minimum=1, maximum=100
+        "POSTGRES_POOL_SIZE",
+        "Most PostgreSQL connections one instance opens (the server's `max_connections` bounds instances x this).",
+        "integer",
+        5,
+        minimum=1,
+        maximum=100,
     )
     session_ttl_seconds: int | None = setting(
         "SESSION_TTL_SECONDS",
-        "A session is deleted this long after its last turn (Cosmos DB TTL; PostgreSQL: `cleanup`); unset or `-1` = "
-        "keep.",
+        "A session is deleted this long after its last turn: by Cosmos DB's TTL (needs TTL on the container); in "
+        "PostgreSQL it reads as absent at once and `cleanup` deletes it. Unset or `-1` = keep.",
         "integer",
         None,
         minimum=-1,
@@ -175,7 +182,8 @@ class Settings:
     )
     session_cache_bytes: int = setting(
         "SESSION_CACHE_MB",
-        "MB of stored sessions an instance keeps restored for their next turn; `0` = off.",
+        "MB of stored sessions an instance keeps restored for their next turn, reused only while the stored messages "
+        "are exactly the ones it wrote; `0` = off.",
         "integer",
         32,
         minimum=0,
@@ -184,7 +192,7 @@ class Settings:
     )
     compaction_strategy: CompactionStrategy = setting(
         "COMPACTION_STRATEGY",
-        "What bounds the live window: `messages`, `tokens` or `none`.",
+        "What bounds the live window ([Sessions that stay small](architecture.md#sessions-that-stay-small)).",
         "choice",
         "messages",
         choices=COMPACTION_STRATEGIES,
@@ -198,7 +206,8 @@ class Settings:
     )
     compaction_token_budget: int = setting(
         "COMPACTION_TOKEN_BUDGET",
-        "With `tokens`: most estimated tokens a prompt holds; past it the oldest are archived down to half.",
+        "With `tokens`: most tokens a prompt holds (MAF's 4-characters-per-token estimate); past it the oldest are "
+        "archived down to half.",
         "integer",
         8000,
         minimum=100,
@@ -214,7 +223,7 @@ class Settings:
     model_provider: ModelProvider = setting(
         "MODEL_PROVIDER",
         "`azure_openai`, `openai` or `echo`; unset = `azure_openai` with `AZURE_OPENAI_ENDPOINT`, else `openai` "
-        "with `OPENAI_MODEL`, else `echo` (offline).",
+        "with `OPENAI_MODEL`, else `echo` (offline, with a loud warning in the log).",
         "choice",
         "echo",
         choices=MODEL_PROVIDERS,
@@ -222,7 +231,7 @@ class Settings:
     azure_openai_endpoint: str | None = setting(
         "AZURE_OPENAI_ENDPOINT", "Azure OpenAI endpoint, e.g. `https://<resource>.openai.azure.com/`."
     )
-    azure_openai_model: str | None = setting("AZURE_OPENAI_MODEL", "Azure OpenAI chat deployment name.")
+    azure_openai_model: str | None = setting("AZURE_OPENAI_MODEL", "The Azure OpenAI chat **deployment** name.")
     azure_openai_api_key: str | None = setting(
         "AZURE_OPENAI_API_KEY", "Azure OpenAI key; unset = Microsoft Entra ID.", "secret", local_only=True
     )
@@ -231,7 +240,8 @@ class Settings:
     )
     openai_base_url: str | None = setting(
         "OPENAI_BASE_URL",
-        "An OpenAI-compatible Chat Completions endpoint (Ollama, vLLM, LM Studio, llama.cpp); unset = api.openai.com.",
+        "Any OpenAI-compatible Chat Completions endpoint, e.g. Ollama `http://127.0.0.1:11434/v1`, vLLM, LM Studio, "
+        "llama.cpp; unset = api.openai.com.",
         local_only=True,
     )
     openai_api_key: str | None = setting(
@@ -248,7 +258,8 @@ class Settings:
     )
     model_max_retries: int = setting(
         "MODEL_MAX_RETRIES",
-        "How often the OpenAI SDK retries a failed model request.",
+        "How often the OpenAI SDK retries a failed model request. With the defaults a hung model fails after at most "
+        "3 x 60 s plus back-off, inside the 5-minute `functionTimeout`, as `502 model_error`, not a host timeout.",
         "integer",
         2,
         minimum=0,
@@ -256,7 +267,10 @@ class Settings:
     )
     model_max_output_tokens: int | None = setting(
         "MODEL_MAX_OUTPUT_TOKENS",
-        "Most tokens one model call may write (sent as `max_completion_tokens`); unset = the model's own limit.",
+        "Most tokens one model call may write, through MAF's `max_tokens` option (Chat Completions "
+        "`max_completion_tokens`); a reply cut there finishes with `length` and is stored. Unset = the model's own "
+        "limit, so a model that never stops writes until its context is full, at your cost (Bicep "
+        "`modelMaxOutputTokens`, 0 = unset).",
         "integer",
         None,
         minimum=1,
@@ -271,11 +285,17 @@ class Settings:
         minimum=1,
         maximum=230,
     )
-    chat_ui: bool = setting("CHAT_UI", "Serve the chat page at `/api/ui`.", "flag", True)
+    chat_ui: bool = setting(
+        "CHAT_UI",
+        "Serve the [chat page](chat-page.md) at `/api/ui`; `false` answers it with `404 chat_ui_disabled`.",
+        "flag",
+        True,
+    )
     agent_name: str = setting("AGENT_NAME", "The agent's name.", "text", "assistant")
     agent_tools: str = setting(
         "AGENT_TOOLS",
-        "The agent's tools: comma-separated `module:attribute` references (e.g. `samples.tools:TOOLS`).",
+        "The agent's tools: comma-separated `module:attribute` references, each a MAF tool, a plain function or a "
+        "list of them (e.g. `samples.tools:TOOLS`); see [Tools](tools.md).",
         "text",
         "",
     )
@@ -339,6 +359,31 @@ DECLARATIONS: tuple[Setting, ...] = (
 SETTINGS: dict[str, str] = {declared.name: declared.description for declared in DECLARATIONS}
 #: Settings never set in Azure; ``infra/`` sets every other one.
 LOCAL_ONLY_SETTINGS = frozenset(declared.name for declared in DECLARATIONS if declared.local_only)
+
+
+def reference() -> str:
+    """The settings reference as a Markdown table, from ``DECLARATIONS`` (``docs/settings.md`` holds it)."""
+    rows = ["| Setting | Default | Values | Azure | Meaning |", "|---|---|---|---|---|"]
+    for declared in DECLARATIONS:
+        default = declared.default
+        shown = (
+            ""
+            if default is None or default == ""
+            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        )
+        if declared.choices:
+            values = ", ".join(f"`{choice}`" for choice in declared.choices)
+        elif declared.kind == "flag":
+            values = "`true`, `false`"
+        elif declared.kind == "integer":
+            low = "" if declared.minimum is None else declared.minimum
+            high = "" if declared.maximum is None else declared.maximum
+            values = f"{low}–{high}" if high != "" else f"≥ {low}"
+        else:
+            values = "secret" if declared.kind == "secret" else ""
+        azure = "local only" if declared.local_only else "set by `infra/`"
+        rows.append(f"| `{declared.name}` | {shown} | {values} | {azure} | {declared.description} |")
+    return "\n".join(rows) + "\n"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
