@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from testkit.servers import ServerUnavailable, local_cosmos, local_postgres
+
 from . import cold_start, overhead, store_cost, throughput
-from .servers import ServerUnavailable, local_cosmos, local_postgres
 
 FULL = {
     "lengths": [10, 100, 400],

@@ -24,8 +24,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
 from stateful_agent.stores.cosmos import INDEXING_POLICY, PARTITION_KEY_PATHS
-
-from .servers import EMULATOR_KEY, ROOT, clean_env, fake_openai
+from testkit.servers import EMULATOR_KEY, ROOT, clean_env, fake_openai
 
 
 def _child(mode: str, env: dict[str, str], *python_options: str) -> subprocess.CompletedProcess[str]:

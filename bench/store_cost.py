@@ -47,9 +47,9 @@ from stateful_agent.platform.settings import Settings
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, document_id, transport
 from stateful_agent.stores.postgres import PostgresSnapshotStore
 from stateful_agent.turns.service import TurnService
+from testkit.servers import EMULATOR_KEY
 
 from .meter import Meter
-from .servers import EMULATOR_KEY
 
 SESSION = "bench-session"
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 
-from .servers import EMULATOR_KEY, ROOT, clean_env, free_port
+from testkit.servers import EMULATOR_KEY, ROOT, clean_env, free_port
+
 from .store_cost import percentile
 
 

@@ -22,9 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.servers import EMULATOR_KEY, LocalPostgres, ServerUnavailable, local_cosmos, local_postgres  # noqa: E402
 from stateful_agent import runtime  # noqa: E402
-from tests.support import ScriptedChatClient, service_for, settings_for  # noqa: E402
+from testkit.servers import EMULATOR_KEY, LocalPostgres, ServerUnavailable, local_cosmos, local_postgres  # noqa: E402
+from testkit.support import ScriptedChatClient, service_for, settings_for  # noqa: E402
 
 
 def _unavailable(reason: str, server: str = "Cosmos", remedy: str = "run `npm ci`") -> None:

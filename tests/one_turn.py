@@ -20,7 +20,7 @@ import httpx
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.platform.settings import load_settings
-from tests.support import ScriptedChatClient
+from testkit.support import ScriptedChatClient
 
 
 async def main(session_id: str, message: str, user: str | None = None) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from testkit.support import ScriptedChatClient, run_in_new_process, service_for, settings_environment
 from tests.conftest import DURABLE_BACKENDS
-from tests.support import ScriptedChatClient, run_in_new_process, service_for, settings_environment
 
 
 def _turn_in_new_process(settings_env: dict[str, str], session_id: str, message: str, *user: str) -> dict:

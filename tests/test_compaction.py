@@ -19,8 +19,8 @@ from stateful_agent.platform.settings import Settings
 from stateful_agent.sessions import transcript
 from stateful_agent.state.documents import history
 from stateful_agent.turns.compaction import archivable_prefix, build_strategy
+from testkit.support import ScriptedChatClient
 from tests.conftest import DURABLE_BACKENDS
-from tests.support import ScriptedChatClient
 
 
 def _listed(document) -> set[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import clean_env, free_port
+from testkit.servers import clean_env, free_port
 from tests.conftest import ROOT
 
 

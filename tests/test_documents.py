@@ -15,8 +15,8 @@ from stateful_agent.errors import SessionCorruptError
 from stateful_agent.state.documents import HISTORY_SOURCE_ID, SessionDocument, history
 from stateful_agent.stores.file import FileSnapshotStore, file_stem
 from stateful_agent.stores.memory import MemorySnapshotStore
+from testkit.support import ScriptedChatClient, read_raw, write_raw
 from tests.conftest import BACKENDS
-from tests.support import ScriptedChatClient, read_raw, write_raw
 
 #: Malformed values of the fields a turn carries forward; each must be reported, never written on.
 CORRUPTIONS = {
@@ -242,7 +242,7 @@ async def test_a_symlinked_session_file_is_refused(tmp_path):
 async def test_a_stored_snapshot_always_equals_a_full_serialization_of_the_session(make_service, backend):
     """Turns serialize only the messages they add and reuse the stored dicts of the rest: that must never
     differ from serializing the whole session, through archiving, tool calls and approvals."""
-    from tests.support import CallTool
+    from testkit.support import CallTool
 
     model = ScriptedChatClient(
         [

@@ -25,8 +25,8 @@ from stateful_agent.stores import file as file_store
 from stateful_agent.stores.cosmos import CosmosSnapshotStore, retry_after_seconds, store_error
 from stateful_agent.stores.file import FileSnapshotStore
 from stateful_agent.turns.service import TurnService
+from testkit.support import ScriptedChatClient, settings_for
 from tests.conftest import ROOT
-from tests.support import ScriptedChatClient, settings_for
 
 # -- a write whose answer is lost -------------------------------------------------------------------------
 

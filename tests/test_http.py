@@ -13,7 +13,7 @@ from stateful_agent import runtime
 from stateful_agent.devhost import build_app, http_functions
 from stateful_agent.http import routes as api
 from stateful_agent.turns.service import TurnService
-from tests.support import ModelDown, ScriptedChatClient, read_raw, write_raw
+from testkit.support import ModelDown, ScriptedChatClient, read_raw, write_raw
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 

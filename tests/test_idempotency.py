@@ -9,8 +9,8 @@ import pytest
 
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
+from testkit.support import ScriptedChatClient, service_for
 from tests.conftest import DURABLE_BACKENDS
-from tests.support import ScriptedChatClient, service_for
 
 TURN = "/api/sessions/s1/turns"
 

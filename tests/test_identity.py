@@ -11,15 +11,15 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from bench.servers import clean_env
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError, UnauthenticatedError
 from stateful_agent.platform.identity import ANONYMOUS, Caller, caller
 from stateful_agent.platform.settings import Settings
 from stateful_agent.sessions.cursors import listing_cursor as encode_cursor
+from testkit.servers import clean_env
+from testkit.support import ScriptedChatClient, read_raw, write_raw
 from tests.conftest import ROOT
-from tests.support import ScriptedChatClient, read_raw, write_raw
 
 EASYAUTH = {"auth_mode": "easyauth", "easyauth_local_headers": True}
 

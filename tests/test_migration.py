@@ -22,15 +22,15 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
-from bench.servers import clean_env
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.platform.models import EchoChatClient
 from stateful_agent.stores import create_store
 from stateful_agent.stores.cosmos import PARTITION_KEY_PATHS
 from stateful_agent.stores.cosmos_migrate import migrate
+from testkit.servers import clean_env
+from testkit.support import service_for, settings_environment, settings_for
 from tests.conftest import ROOT
-from tests.support import service_for, settings_environment, settings_for
 
 pytestmark = pytest.mark.cosmos
 

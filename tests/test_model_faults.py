@@ -19,7 +19,7 @@ from stateful_agent.errors import ContentFilteredError, ModelError
 from stateful_agent.platform.settings import load_settings
 from stateful_agent.runtime import build_service
 from stateful_agent.turns.service import TurnService
-from tests.support import EndsWithout, ModelDown, ScriptedChatClient, sse_events
+from testkit.support import EndsWithout, ModelDown, ScriptedChatClient, sse_events
 
 TURN = "/api/sessions/s1/turns"
 

@@ -1,7 +1,7 @@
 """The app against model servers that stream as OpenAI, Azure OpenAI and llama.cpp do.
 
 The model path is the real one (MAF's ``OpenAIChatCompletionClient`` and the ``openai`` SDK over HTTP) and
-the server (``tests/openai_server.py``) sends the providers' wire shapes: tool calls in fragments, parallel
+the server (``testkit/openai_server.py``) sends the providers' wire shapes: tool calls in fragments, parallel
 calls interleaved by index, a usage-only last chunk, Azure's prompt-filter first chunk and annotation
 chunks, and streams that break off.
 """
@@ -16,9 +16,9 @@ import pytest
 
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
+from testkit.openai_server import Call, Calls, Empty, Reply, chat_completions_server
+from testkit.support import service_for, sse_events
 from tests import tools_for_tests
-from tests.openai_server import Call, Calls, Empty, Reply, chat_completions_server
-from tests.support import service_for, sse_events
 
 TOOLS = "tests.tools_for_tests:TOOLS"
 TURN = "/api/sessions/s1/turns"

@@ -16,7 +16,6 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from bench.servers import local_postgres
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError, SessionCorruptError, StoreUnavailableError
@@ -26,7 +25,8 @@ from stateful_agent.platform.settings import load_settings
 from stateful_agent.stores import create_store
 from stateful_agent.stores.postgres import SCHEMA_VERSION, PostgresSnapshotStore, main
 from stateful_agent.turns.service import TurnService
-from tests.support import ScriptedChatClient, read_raw, settings_for
+from testkit.servers import local_postgres
+from testkit.support import ScriptedChatClient, read_raw, settings_for
 
 pytestmark = pytest.mark.postgres
 

@@ -12,7 +12,7 @@ from stateful_agent.devhost import build_app
 from stateful_agent.errors import AgentServiceError, InvalidRequestError
 from stateful_agent.http import problems as api
 from stateful_agent.sessions.cursors import message_cursor as encode_cursor
-from tests.support import ScriptedChatClient
+from testkit.support import ScriptedChatClient
 
 TURN = "/api/sessions/s1/turns"
 JSON = {"content-type": "application/json"}

@@ -8,10 +8,10 @@ import logging
 import pytest
 from agent_framework import Message
 
-from bench.servers import fake_openai
 from stateful_agent.errors import ConfigurationError
 from stateful_agent.platform.models import EchoChatClient, build_chat_client
 from stateful_agent.platform.settings import SETTINGS, load_settings
+from testkit.servers import fake_openai
 from tests.conftest import ROOT
 
 HOST_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "PYTHON_ENABLE_INIT_INDEXING"}

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import uvicorn
 
-from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from tests.support import EndsWithout, FailMidStream, ScriptedChatClient
+from testkit.servers import free_port
+from testkit.support import EndsWithout, FailMidStream, ScriptedChatClient
 
 SSE = {"Accept": "text/event-stream"}
 

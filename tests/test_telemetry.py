@@ -19,11 +19,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.platform import telemetry
-from tests.support import CallTool, ModelDown, ScriptedChatClient
+from testkit.servers import free_port
+from testkit.support import CallTool, ModelDown, ScriptedChatClient
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"

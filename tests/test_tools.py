@@ -10,14 +10,12 @@ import sys
 import httpx
 import pytest
 
-from bench.servers import clean_env
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ApprovalNotPendingError, ConfigurationError, ModelError, SessionConflictError
 from stateful_agent.platform.tools import load_tools
-from tests import tools_for_tests
-from tests.conftest import DURABLE_BACKENDS, ROOT
-from tests.support import (
+from testkit.servers import clean_env
+from testkit.support import (
     CallTool,
     ModelDown,
     ScriptedChatClient,
@@ -25,6 +23,8 @@ from tests.support import (
     settings_environment,
     sse_events,
 )
+from tests import tools_for_tests
+from tests.conftest import DURABLE_BACKENDS, ROOT
 
 TOOLS = "tests.tools_for_tests:TOOLS"
 TURN = "/api/sessions/s1/turns"

@@ -16,7 +16,7 @@ from stateful_agent.errors import (
 )
 from stateful_agent.state.documents import history
 from stateful_agent.turns.service import TurnService
-from tests.support import ModelDown, ScriptedChatClient, read_raw, write_raw
+from testkit.support import ModelDown, ScriptedChatClient, read_raw, write_raw
 
 
 async def test_each_turn_sees_every_earlier_turn(make_service, backend):

@@ -17,15 +17,15 @@ import httpx
 import pytest
 import uvicorn
 
-from bench.servers import free_port
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.http.chat_page import ASSETS
 from stateful_agent.platform.models import build_chat_client
+from testkit.openai_server import Call, Calls, Reply, chat_completions_server
+from testkit.servers import free_port
+from testkit.support import CallTool, ScriptedChatClient, service_for, settings_for
 from tests import tools_for_tests
 from tests.conftest import ROOT
-from tests.openai_server import Call, Calls, Reply, chat_completions_server
-from tests.support import CallTool, ScriptedChatClient, service_for, settings_for
 
 playwright = pytest.importorskip("playwright.sync_api")
 

@@ -13,9 +13,9 @@ from stateful_agent.errors import SessionCorruptError
 from stateful_agent.state.documents import HISTORY_SOURCE_ID, history, stored_messages
 from stateful_agent.state.jsontext import encode_json
 from stateful_agent.stores.file import file_stem
+from testkit.support import CallTool, ScriptedChatClient, read_raw, service_for, write_raw
 from tests import tools_for_tests
 from tests.conftest import BACKENDS, DURABLE_BACKENDS
-from tests.support import CallTool, ScriptedChatClient, read_raw, service_for, write_raw
 
 TOOLS = "tests.tools_for_tests:TOOLS"
 TRANSFER = CallTool("transfer", {"amount": 5, "to": "bob"}, text="I will transfer.")

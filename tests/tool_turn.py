@@ -19,7 +19,7 @@ import httpx
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.platform.settings import load_settings
-from tests.support import CallTool, ScriptedChatClient
+from testkit.support import CallTool, ScriptedChatClient
 
 
 async def main(body: str, script: str) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.servers import EMULATOR_KEY, clean_env, local_cosmos  # noqa: E402
+from testkit.servers import EMULATOR_KEY, clean_env, local_cosmos  # noqa: E402
 
 PREVIOUS = "bbe8692"
 DATABASE, CONTAINER = "agents", "sessions"

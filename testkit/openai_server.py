@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from bench.servers import free_port
+from testkit.servers import free_port
 
 Flavor = Literal["openai", "azure"]
 

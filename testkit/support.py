@@ -1,4 +1,4 @@
-"""Test helpers: a scripted chat client on MAF's real base classes, and service builders."""
+"""Test support: a scripted chat client on MAF's real base classes, and service builders."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from agent_framework import (
 )
 from agent_framework.observability import ChatTelemetryLayer
 
-from bench.servers import LocalPostgres
 from stateful_agent.platform.settings import Settings
 from stateful_agent.runtime import build_service
 from stateful_agent.stores import SnapshotStore
 from stateful_agent.turns.service import TurnService
+from testkit.servers import LocalPostgres
 
 
 class ModelDown(RuntimeError):
@@ -246,8 +246,7 @@ def run_in_new_process(module: str, *args: str, env: dict[str, str]) -> dict[str
     import subprocess
     import sys
 
-    from bench.servers import clean_env
-    from tests.conftest import ROOT
+    from testkit.servers import ROOT, clean_env
 
     completed = subprocess.run(
         [sys.executable, "-m", module, *args],
