@@ -23,7 +23,9 @@ from stateful_agent.platform.agent import build_agent
 from stateful_agent.platform.settings import ConfigurationError as SettingsError
 from stateful_agent.platform.settings import load_settings
 from stateful_agent.stores import create_store
-from stateful_agent.stores.postgres import SCHEMA_VERSION, PostgresSnapshotStore, main
+from stateful_agent.stores.postgres import PostgresSnapshotStore
+from stateful_agent.stores.postgres_cli import main
+from stateful_agent.stores.postgres_schema import SCHEMA_VERSION
 from stateful_agent.turns.service import TurnService
 from testkit.servers import local_postgres
 from testkit.support import ScriptedChatClient, read_raw, settings_for

@@ -19,12 +19,10 @@ connection signs in with a Microsoft Entra token of the app's managed identity.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import psycopg
@@ -38,11 +36,19 @@ from ..errors import AgentServiceError, ConfigurationError, SessionConflictError
 from ..state.documents import ListingKey
 from ..state.jsontext import encode_json
 from .base import SnapshotStore, Stored
+from .postgres_schema import (
+    CLEANUP,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SCHEMA_TABLE,
+    SCHEMA_VERSION,
+    newer_schema,
+    schema_version,
+)
 
 logger = logging.getLogger(__name__)
 
 #: The schema version this code reads and writes; ``migrate`` brings a database up to it.
-SCHEMA_VERSION = 1
 #: The longest session id, in UTF-8 bytes (as on Cosmos DB); the primary key index holds it with the owner.
 MAX_SESSION_ID_BYTES = 1024
 #: The scope of Microsoft Entra tokens for Azure Database for PostgreSQL.
@@ -52,57 +58,6 @@ AZURE_HOST_SUFFIXES = (
     ".postgres.database.azure.com",
     ".postgres.database.usgovcloudapi.net",
     ".postgres.database.chinacloudapi.cn",
-)
-
-#: Each migration takes the schema from version ``index`` to ``index + 1``.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE SEQUENCE stateful_agent_versions;
-    CREATE TABLE stateful_agent_sessions (
-        owner       text COLLATE "C" NOT NULL,
-        session_id  text COLLATE "C" NOT NULL,
-        version     bigint NOT NULL,
-        updated_at  text COLLATE "C" NOT NULL,
-        expires_at  timestamptz,
-        summary     json NOT NULL,
-        document    json NOT NULL,
-        PRIMARY KEY (owner, session_id)
-    );
-    CREATE INDEX stateful_agent_sessions_listing
-        ON stateful_agent_sessions (owner, updated_at DESC, session_id DESC);
-    CREATE INDEX stateful_agent_sessions_expiry
-        ON stateful_agent_sessions (expires_at) WHERE expires_at IS NOT NULL;
-    CREATE TABLE stateful_agent_transcripts (
-        owner       text COLLATE "C" NOT NULL,
-        session_id  text COLLATE "C" NOT NULL,
-        chunk_id    text COLLATE "C" NOT NULL,
-        expires_at  timestamptz,
-        document    json NOT NULL,
-        PRIMARY KEY (owner, session_id, chunk_id)
-    );
-    CREATE INDEX stateful_agent_transcripts_expiry
-        ON stateful_agent_transcripts (expires_at) WHERE expires_at IS NOT NULL;
-    """,
-)
-_SCHEMA_TABLE = """
-    CREATE TABLE IF NOT EXISTS stateful_agent_schema (
-        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-        version   integer NOT NULL
-    )
-"""
-_MIGRATION_LOCK = 0x5A6E7401  # pg_advisory_xact_lock key: one migrating instance at a time
-
-#: Remove expired sessions and transcript chunks (the store's only upkeep; schedule it, e.g. with pg_cron).
-CLEANUP = (
-    "DELETE FROM stateful_agent_transcripts WHERE expires_at <= now()",
-    "DELETE FROM stateful_agent_sessions WHERE expires_at <= now()",
-)
-
-#: What the app's own role needs once an administrator has run ``migrate``: rows, not tables.
-GRANTS = (
-    "GRANT SELECT, INSERT, UPDATE, DELETE ON stateful_agent_sessions, stateful_agent_transcripts TO {role}",
-    "GRANT USAGE ON SEQUENCE stateful_agent_versions TO {role}",
-    "GRANT SELECT ON stateful_agent_schema TO {role}",
 )
 
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
@@ -306,11 +261,11 @@ class PostgresSnapshotStore(SnapshotStore):
         pool = await self._open_pool()
         try:
             async with pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                await conn.execute(_SCHEMA_TABLE)
-                before = await _schema_version(conn)
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                await conn.execute(SCHEMA_TABLE)
+                before = await schema_version(conn)
                 if before > SCHEMA_VERSION:
-                    raise _newer_schema(before)
+                    raise newer_schema(before)
                 for migration in MIGRATIONS[before:]:
                     await conn.execute(migration)
                 await conn.execute(
@@ -398,13 +353,13 @@ class PostgresSnapshotStore(SnapshotStore):
             async with pool.connection() as conn:
                 cursor = await conn.execute("SELECT to_regclass('stateful_agent_schema') IS NOT NULL")
                 row = await cursor.fetchone()
-                version = await _schema_version(conn) if row and row[0] else 0
+                version = await schema_version(conn) if row and row[0] else 0
         except PoolTimeout as exc:
             raise _unavailable(exc, None) from exc
         except psycopg.Error as exc:
             raise _store_error(exc, None) from exc
         if version > SCHEMA_VERSION:
-            raise _newer_schema(version)
+            raise newer_schema(version)
         if version < SCHEMA_VERSION:
             raise ConfigurationError(
                 f"The PostgreSQL schema is at version {version}; this app needs version {SCHEMA_VERSION}. Run "
@@ -423,19 +378,6 @@ class PostgresSnapshotStore(SnapshotStore):
             token = await self._credential.get_token(ENTRA_SCOPE)  # cached, renewed before it expires
             kwargs["password"] = token.token
         return kwargs
-
-
-async def _schema_version(conn: psycopg.AsyncConnection) -> int:
-    cursor = await conn.execute("SELECT version FROM stateful_agent_schema")
-    row = await cursor.fetchone()
-    return int(row[0]) if row else 0
-
-
-def _newer_schema(version: int) -> ConfigurationError:
-    return ConfigurationError(
-        f"The PostgreSQL schema is at version {version}, newer than this app's {SCHEMA_VERSION}; deploy the "
-        "newer app version."
-    )
 
 
 def _row(owner: str, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -502,54 +444,7 @@ def _store_error(exc: psycopg.Error, session_id: str | None) -> AgentServiceErro
     return AgentServiceError("The session store failed unexpectedly.", internal=internal, unexpected=exc)
 
 
-# -- command line --------------------------------------------------------------------------------------------
+if __name__ == "__main__":  # python -m stateful_agent.stores.postgres: the command line
+    from .postgres_cli import main
 
-
-def main(argv: Sequence[str] | None = None, *, store_factory: Callable[[], PostgresSnapshotStore] | None = None) -> int:
-    """``python -m stateful_agent.stores.postgres {migrate,cleanup,grants ROLE}``, configured like the app
-    (``grants`` only prints the statements that let the app's role use the tables)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m stateful_agent.stores.postgres",
-        description="Create or upgrade the PostgreSQL schema, delete expired sessions, or print the grants "
-        "the app's role needs. Connects with POSTGRES_DSN or the PG* environment variables, as the app does.",
-    )
-    parser.add_argument("command", choices=["migrate", "cleanup", "grants"])
-    parser.add_argument("role", nargs="?", help="grants: the app's role (its managed identity's name)")
-    args = parser.parse_args(argv)
-    if args.command == "grants":
-        if not args.role:
-            parser.error("grants needs the role name")
-        role = '"' + args.role.replace('"', '""') + '"'
-        print("\n".join(f"{grant.format(role=role)};" for grant in GRANTS))
-        return 0
-
-    async def run() -> str:
-        store = store_factory() if store_factory else _store_from_environment()
-        async with store:
-            if args.command == "migrate":
-                before, after = await store.migrate()
-                return f"schema version {before} -> {after}" if before != after else f"schema version {after}"
-            chunks, sessions = await store.cleanup()
-            return f"deleted {sessions} expired session(s) and {chunks} transcript chunk(s)"
-
-    try:
-        print(asyncio.run(run()))
-    except AgentServiceError as exc:
-        print(f"error: {exc.detail}" + (f" ({exc.internal})" if exc.internal else ""), file=sys.stderr)
-        return 1
-    return 0
-
-
-def _store_from_environment() -> PostgresSnapshotStore:
-    from ..platform.settings import load_settings
-
-    settings = load_settings({**os.environ, "MAF_SESSION_BACKEND": "postgres"})
-    return PostgresSnapshotStore(
-        settings.postgres_dsn or "",
-        managed_identity_client_id=settings.azure_client_id,
-        pool_size=1,
-    )
-
-
-if __name__ == "__main__":
     sys.exit(main())
