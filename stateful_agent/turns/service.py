@@ -199,9 +199,7 @@ class TurnService:
             After it (nothing was stored): ModelError, ContentFilteredError, SessionConflictError,
                 SessionTooLargeError, StoreUnavailableError.
         """
-        admitted = await self.prepare(session_id, message, key, owner=owner, answers=answers)
-        if not isinstance(admitted, TurnResult):
-            admitted = await self.claim(admitted)
+        admitted = await self._admit(session_id, message, key, owner, answers)
         if isinstance(admitted, TurnResult):  # a replay: the stored turn's end
             yield Accepted(session_id, replayed=True)
             for event in ending(admitted):
@@ -212,12 +210,7 @@ class TurnService:
             async for event in self.stream_turn(admitted):
                 yield event
             return
-        try:
-            response = await self.agent.run(admitted.inputs, session=admitted.session)
-        except Exception as exc:  # any model, network or tool failure: nothing is stored
-            await self._give_up(admitted)
-            raise model_failure(exc, self.settings, session_id) from exc
-        for event in ending(await self._commit(admitted, response)):
+        for event in ending(await self._run(admitted)):
             yield event
 
     async def run_turn(
@@ -229,12 +222,29 @@ class TurnService:
         owner: str = "",
         answers: Sequence[tuple[str, bool]] = (),
     ) -> TurnResult:
-        """``turn`` without streaming, collected: the stored (or replayed) result.
+        """``turn`` without streaming: the stored (or replayed) result (what its ``Completed`` event carries).
 
         Raises:
             The errors of ``turn``.
         """
-        return await completed(self.turn(session_id, message, key, owner=owner, answers=answers))
+        admitted = await self._admit(session_id, message, key, owner, answers)  # the steps of turn(), without its
+        return admitted if isinstance(admitted, TurnResult) else await self._run(admitted)  # events: no generator
+
+    async def _admit(
+        self, session_id: str, message: str | None, key: str | None, owner: str, answers: Sequence[tuple[str, bool]]
+    ) -> PreparedTurn | TurnResult:
+        """The turn ready to run (read, checked, approvals claimed), or the stored result of a replay."""
+        admitted = await self.prepare(session_id, message, key, owner=owner, answers=answers)
+        return admitted if isinstance(admitted, TurnResult) else await self.claim(admitted)
+
+    async def _run(self, admitted: PreparedTurn) -> TurnResult:
+        """Run an admitted turn without streaming and store it."""
+        try:
+            response = await self.agent.run(admitted.inputs, session=admitted.session)
+        except Exception as exc:  # any model, network or tool failure: nothing is stored
+            await self._give_up(admitted)
+            raise model_failure(exc, self.settings, admitted.session_id) from exc
+        return await self._commit(admitted, response)
 
     async def claim(self, prepared: PreparedTurn) -> PreparedTurn | TurnResult:
         """Claim the approvals ``prepared`` answers, before any approved tool runs (at most once).
@@ -451,7 +461,10 @@ async def completed(events: AsyncIterator[TurnEvent]) -> TurnResult:
     Raises:
         The errors of ``TurnService.turn``.
     """
-    async for event in events:
+    result = None
+    async for event in events:  # to the end: a generator left open would be closed later, by the event loop
         if isinstance(event, Completed):
-            return event.result
-    raise RuntimeError("the turn ended without completing")  # turn() always ends with Completed or raises
+            result = event.result
+    if result is None:
+        raise RuntimeError("the turn ended without completing")  # turn() always ends with Completed or raises
+    return result
