@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -240,15 +242,11 @@ def settings_environment(backend: str, settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_in_new_process(module: str, *args: str, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``python -m module args`` as a fresh process (a cold instance); return the JSON it printed last."""
-    import json
-    import subprocess
-    import sys
-
+def run_module(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module args`` as a fresh process (a cold instance) with the app settings ``env``."""
     from testkit.servers import ROOT, clean_env
 
-    completed = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=clean_env(**env),
@@ -257,6 +255,11 @@ def run_in_new_process(module: str, *args: str, env: dict[str, str]) -> dict[str
         timeout=120,
         check=False,
     )
+
+
+def run_in_new_process(module: str, *args: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``python -m module args`` as a fresh process (a cold instance); return the JSON it printed last."""
+    completed = run_module(module, *args, env=env)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -28,9 +26,7 @@ from stateful_agent.platform.models import EchoChatClient
 from stateful_agent.stores import create_store
 from stateful_agent.stores.cosmos import PARTITION_KEY_PATHS
 from stateful_agent.stores.cosmos_migrate import migrate
-from testkit.servers import clean_env
-from testkit.support import service_for, settings_environment, settings_for
-from tests.conftest import ROOT
+from testkit.support import run_module, service_for, settings_environment, settings_for
 
 pytestmark = pytest.mark.cosmos
 
@@ -74,16 +70,7 @@ def target(cosmos):
 def run_migrate(settings, *args: str) -> tuple[int, dict[str, Any], str]:
     """``python -m stateful_agent migrate`` in a new process, configured like the app; its exit status,
     the JSON report and what it wrote to standard error."""
-    env = settings_environment("cosmos", settings)
-    completed = subprocess.run(
-        [sys.executable, "-m", "stateful_agent", "migrate", *args],
-        cwd=ROOT,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    completed = run_module("stateful_agent", "migrate", *args, env=settings_environment("cosmos", settings))
     report = json.loads(completed.stdout.strip().splitlines()[-1]) if completed.stdout.strip() else {}
     return completed.returncode, report, completed.stderr
 
