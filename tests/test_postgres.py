@@ -90,11 +90,11 @@ async def test_a_turn_is_one_point_read_and_one_conditional_write(make_service):
 async def test_the_pool_is_created_once_and_reused(make_service):
     service = make_service("postgres")
     await service.run_turn("s1", "one")
-    pool = service.store._pool
+    pool = service.store.pool
     await service.run_turn("s1", "two")
     await service.describe("s1")
     assert pool is not None
-    assert service.store._pool is pool
+    assert service.store.pool is pool
 
 
 # -- schema ----------------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ async def test_the_pool_is_created_once_and_reused(make_service):
 async def test_without_a_schema_the_app_says_how_to_create_it_and_migrate_does(postgres, capsys):
     dsn = postgres.create_database()
     service = service_on(dsn)
-    service.store._create_schema = False
+    service.store.create_schema = False
     with pytest.raises(ConfigurationError, match=r"stateful_agent\.stores\.postgres migrate"):
         await service.run_turn("s1", "hello")
 
@@ -367,7 +367,7 @@ async def test_a_read_only_role_is_a_configuration_error_not_an_outage(make_serv
     await sql(dsn, f"CREATE ROLE {role} LOGIN")
     await sql(dsn, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
     reader = service_on(dsn.replace("user=postgres", f"user={role}"))
-    reader.store._create_schema = False
+    reader.store.create_schema = False
     assert (await reader.describe("s1"))["turns"] == 1
     with pytest.raises(ConfigurationError, match="role"):
         await reader.run_turn("s1", "write")
@@ -387,7 +387,7 @@ async def test_the_printed_grants_are_all_an_app_role_needs(make_service, capsys
         await sql(dsn, statement)
 
     app = service_on(dsn.replace("user=postgres", f"user={role}"), session_ttl_seconds=60, compaction_max_messages=4)
-    app.store._create_schema = False
+    app.store.create_schema = False
     for i in range(4):  # creates, replaces, archives
         await app.run_turn("s1", f"m{i}")
     assert len((await app.messages("s1", cursor=None, limit=50))["messages"]) == 8

@@ -294,7 +294,7 @@ def test_application_insights_is_reached_with_an_entra_credential_never_a_key():
         "IngestionEndpoint=https://127.0.0.1:9/",
         "AZURE_CLIENT_ID": "identity-client-id",
     }
-    exporters = telemetry._azure_monitor_exporters(environ)
+    exporters = telemetry.azure_monitor_exporters(environ)
     assert [type(e).__name__ for e in exporters] == [
         "AzureMonitorTraceExporter",
         "AzureMonitorMetricExporter",
@@ -303,17 +303,17 @@ def test_application_insights_is_reached_with_an_entra_credential_never_a_key():
     for exporter in exporters:
         credential = exporter._credential  # the exporter's own record of how it authenticates
         assert type(credential).__name__ == "DefaultAzureCredential"
-    assert telemetry._azure_monitor_exporters({}) == []
+    assert telemetry.azure_monitor_exporters({}) == []
 
 
 def test_otlp_is_http_protobuf_and_off_without_an_endpoint():
     from stateful_agent.errors import ConfigurationError
 
-    assert telemetry._otlp_exporters({}) == []
-    exporters = telemetry._otlp_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    assert telemetry.otlp_exporters({}) == []
+    exporters = telemetry.otlp_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert [type(e).__name__ for e in exporters] == ["OTLPSpanExporter", "OTLPMetricExporter", "OTLPLogExporter"]
     with pytest.raises(ConfigurationError, match="http/protobuf"):
-        telemetry._otlp_exporters(
+        telemetry.otlp_exporters(
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
         )
 

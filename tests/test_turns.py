@@ -161,11 +161,11 @@ async def test_interleaved_turns_store_exactly_the_successful_ones_in_order(make
 async def test_store_client_and_agent_are_built_once_and_reused(make_service):
     service = make_service("cosmos")
     await service.run_turn("s1", "one")
-    client, agent = service.store._client, service.agent
+    client, agent = service.store.client, service.agent
     await service.run_turn("s1", "two")
     await service.describe("s1")
     assert client is not None
-    assert service.store._client is client
+    assert service.store.client is client
     assert service.agent is agent
 
 

@@ -76,7 +76,7 @@ def configure(environ: dict[str, str] | None = None, *, extra: Sequence[Any] = (
     with _lock:
         if _exporting:
             return True
-        exporters = [*_otlp_exporters(env), *_azure_monitor_exporters(env), *extra]
+        exporters = [*otlp_exporters(env), *azure_monitor_exporters(env), *extra]
         _configured = True
         if exporters:
             _install(exporters, env)
@@ -85,7 +85,12 @@ def configure(environ: dict[str, str] | None = None, *, extra: Sequence[Any] = (
         return _exporting
 
 
-def _otlp_exporters(env: dict[str, str] | os._Environ[str]) -> list[Any]:
+def otlp_exporters(env: dict[str, str] | os._Environ[str]) -> list[Any]:
+    """The OTLP/HTTP span, metric and log exporters ``env`` asks for (none without an OTLP endpoint).
+
+    Raises:
+        ConfigurationError: ``OTEL_EXPORTER_OTLP_PROTOCOL`` names a protocol other than HTTP/protobuf.
+    """
     if not any(env.get(name, "").strip() for name in _OTLP_ENDPOINTS):
         return []
     protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "http/protobuf"
@@ -98,7 +103,8 @@ def _otlp_exporters(env: dict[str, str] | os._Environ[str]) -> list[Any]:
     return [OTLPSpanExporter(), OTLPMetricExporter(), OTLPLogExporter()]
 
 
-def _azure_monitor_exporters(env: dict[str, str] | os._Environ[str]) -> list[Any]:
+def azure_monitor_exporters(env: dict[str, str] | os._Environ[str]) -> list[Any]:
+    """Application Insights exporters with Microsoft Entra ID, when ``env`` has a connection string."""
     connection_string = env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
     if not connection_string:
         return []

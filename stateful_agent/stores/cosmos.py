@@ -247,6 +247,11 @@ class CosmosSnapshotStore(SnapshotStore):
         except AzureError as exc:
             raise store_error(exc, None) from exc
 
+    @property
+    def client(self) -> CosmosClient | None:
+        """The Cosmos client, once created (it is created once per process, on first use) or as injected."""
+        return self._client
+
     async def ping(self) -> None:
         """Check the container answers (and, on first use, that it has this store's layout).
 

@@ -157,7 +157,8 @@ class PostgresSnapshotStore(SnapshotStore):
         self._credential = credential
         self._owns_credential = credential is None
         self._client_id = managed_identity_client_id
-        self._create_schema = create_schema
+        #: Create or upgrade the schema on first use (local servers); otherwise ``migrate`` does, once per release.
+        self.create_schema = create_schema
         self._pool = pool
         self._owns_pool = pool is None
         self._pool_size = pool_size
@@ -280,6 +281,11 @@ class PostgresSnapshotStore(SnapshotStore):
         self._ready = True
         return before, SCHEMA_VERSION
 
+    @property
+    def pool(self) -> AsyncConnectionPool | None:
+        """The connection pool, once opened (it is opened once per process, on first use)."""
+        return self._pool
+
     async def close(self) -> None:
         """Close the pool and credential this store created; an injected pool stays open."""
         if self._owns_pool and self._pool is not None:
@@ -322,7 +328,7 @@ class PostgresSnapshotStore(SnapshotStore):
             return self._pool
         async with self._open_lock:
             if not self._ready:
-                if self._create_schema:
+                if self.create_schema:
                     await self.migrate()
                 else:
                     await self._check_schema()
