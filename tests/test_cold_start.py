@@ -61,3 +61,18 @@ async def test_ownership_survives_cold_starts(backend, backend_settings):
     assert alice_2["model_requests"] == [
         [["user", "I am Alice."], ["assistant", alice_1["body"]["reply"]], ["user", "Who am I?"]]
     ]
+
+
+def test_indexing_the_function_app_loads_no_agent_or_cloud_sdk():
+    """The host indexes ``function_app`` on a cold start: the agent, model and store SDKs load on first use."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = (
+        "import sys, function_app; "
+        "print(sorted(m for m in ('agent_framework', 'openai', 'azure.cosmos', 'psycopg') if m in sys.modules))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[]"

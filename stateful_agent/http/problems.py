@@ -11,9 +11,9 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ..errors import AgentServiceError, printable
-from ..sessions.bodies import Body
 from ..state.jsontext import encode_json
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,8 @@ class StrictJSONResponse(JSONResponse):
     surrogate becomes its escape, never an error)."""
 
     def render(self, content: Any) -> bytes:
-        return encode_json(content.json() if isinstance(content, Body) else content)
+        # a response body (sessions.bodies.Body; its module loads with the service, not at indexing)
+        return encode_json(content.json() if isinstance(content, BaseModel) else content)
 
 
 def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from fastapi import Request, Response
 from ..errors import AgentServiceError, ChatPageDisabledError
 from ..platform.identity import Caller, caller
 from ..runtime import get_service
-from ..sessions.bodies import Created, Me, User
 from ..turns.idempotency import validate_key
 from . import requests, sse
 from .problems import StrictJSONResponse, served
@@ -63,6 +62,8 @@ async def post_turn(req: Request) -> Response:
 @served("POST /api/sessions")
 async def create_session(req: Request) -> Response:
     """``POST /api/sessions``: a new session id; nothing is stored until its first turn."""
+    from ..sessions.bodies import Created
+
     _caller(req)
     session_id = str(uuid.uuid4())
     location = f"{req.url.path.rstrip('/')}/{session_id}"
@@ -108,6 +109,8 @@ async def delete_session(req: Request) -> Response:
 async def me(req: Request) -> Response:
     """``GET /api/me``: how the app identifies callers (``auth_mode``) and who this caller is (``user``,
     ``null`` when sessions are shared)."""
+    from ..sessions.bodies import Me, User
+
     service, who = _identity(req)
     user = User(id=who.principal_id, provider=who.provider, name=who.name) if who.provider else None
     return StrictJSONResponse(Me(auth_mode=service.settings.auth_mode, user=user))
