@@ -6,11 +6,9 @@ import asyncio
 import json
 
 import httpx
-import psycopg
 import pytest
 from agent_framework import Content, Message
 from agent_framework._compaction import group_messages
-from azure.cosmos.aio import CosmosClient
 
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
@@ -30,24 +28,7 @@ def _listed(document) -> set[str]:
 
 async def stored_chunk_ids(store, session_id: str, cosmos: dict | None = None, owner: str = "") -> set[str]:
     """Every transcript chunk the backend holds for a session, listed or not."""
-    if store.backend == "memory":
-        return set(store._chunks.get((owner, session_id), {}))
-    if store.backend == "file":
-        folder = store._chunk_dir(store._path(owner, session_id))
-        return {p.stem for p in folder.glob("*.json")} if folder.exists() else set()
-    if store.backend == "postgres":
-        async with await psycopg.AsyncConnection.connect(store._conninfo.get_secret_value()) as connection:
-            cursor = await connection.execute(
-                "SELECT chunk_id FROM stateful_agent_transcripts WHERE owner = %s AND session_id = %s",
-                (owner, session_id),
-            )
-            return {row[0] for row in await cursor.fetchall()}
-    async with CosmosClient(cosmos["endpoint"], credential=cosmos["key"], enable_endpoint_discovery=False) as client:
-        container = client.get_database_client(cosmos["database"]).get_container_client(store.container_name)
-        query = "SELECT c.id FROM c WHERE c.owner = @owner AND c.session_id = @sid AND c.kind = 'transcript'"
-        parameters = [{"name": "@owner", "value": owner}, {"name": "@sid", "value": session_id}]
-        items = container.query_items(query, parameters=parameters, partition_key=[owner, session_id])
-        return {item["id"] async for item in items}
+    return await store.chunk_ids(session_id, owner)
 
 
 async def all_messages(session_id: str, limit: int = 200) -> list[dict]:

@@ -144,6 +144,15 @@ class SnapshotStore(SessionStore, ABC):
             stored = await self._read_chunk(owner, session_id, chunk_id)
             return None if stored is None else TranscriptChunk.parse(stored, session_id, owner)
 
+    async def chunk_ids(self, session_id: str, owner: str = "") -> set[str]:
+        """The ids of every transcript chunk stored for ``owner``'s session, whether its snapshot lists it or
+        not (a turn that lost a race leaves an unlisted one behind, until the session is deleted).
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
+        return set(await self._chunk_ids(owner, session_id))
+
     async def delete_chunk(self, session_id: str, chunk_id: str, owner: str = "") -> None:
         """Delete a transcript chunk; a missing one is not an error.
 
@@ -214,6 +223,10 @@ class SnapshotStore(SessionStore, ABC):
     @abstractmethod
     async def _delete_chunk(self, owner: str, session_id: str, chunk_id: str) -> None:
         """Delete a chunk object; a missing one is not an error."""
+
+    @abstractmethod
+    async def _chunk_ids(self, owner: str, session_id: str) -> list[str]:
+        """The ids of the session's chunk objects."""
 
     @abstractmethod
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:

@@ -234,6 +234,18 @@ class CosmosSnapshotStore(SnapshotStore):
         except AzureError as exc:
             raise store_error(exc, session_id) from exc
 
+    async def _chunk_ids(self, owner: str, session_id: str) -> list[str]:
+        container = await self._open()
+        try:
+            items = container.query_items(
+                "SELECT c.id FROM c WHERE c.owner = @owner AND c.session_id = @session_id AND c.kind = 'transcript'",
+                parameters=[{"name": "@owner", "value": owner}, {"name": "@session_id", "value": session_id}],
+                partition_key=[owner, session_id],
+            )
+            return [item["id"] async for item in items]
+        except AzureError as exc:
+            raise store_error(exc, session_id) from exc
+
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
         """One query on the owner's prefix of the partition key, served by the composite index."""
         container = await self._open()

@@ -130,6 +130,10 @@ class FileSnapshotStore(SnapshotStore):
         chunk = self._chunk_path(owner, session_id, chunk_id)
         await self._run(lambda: chunk.unlink(missing_ok=True))
 
+    async def _chunk_ids(self, owner: str, session_id: str) -> list[str]:
+        folder = self._chunk_dir(self._path(owner, session_id))
+        return await self._run(lambda: [path.stem for path in folder.glob("*.json")] if folder.is_dir() else [])
+
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
         directory = self._owner_dir(owner)
 

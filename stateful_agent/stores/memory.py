@@ -65,6 +65,9 @@ class MemorySnapshotStore(SnapshotStore):
         with self._lock:
             self._chunks.get((owner, session_id), {}).pop(chunk_id, None)
 
+    async def _chunk_ids(self, owner: str, session_id: str) -> list[str]:
+        return list(self._chunks.get((owner, session_id), {}))
+
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
         with self._lock:
             mine = [json.loads(raw) for (item_owner, _), (raw, _) in self._items.items() if item_owner == owner]

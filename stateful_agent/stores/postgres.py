@@ -100,6 +100,7 @@ _READ_CHUNK = (
     f"WHERE owner = %s AND session_id = %s AND chunk_id = %s AND {_LIVE}"
 )
 _DELETE_CHUNK = "DELETE FROM stateful_agent_transcripts WHERE owner = %s AND session_id = %s AND chunk_id = %s"
+_CHUNK_IDS = "SELECT chunk_id FROM stateful_agent_transcripts WHERE owner = %s AND session_id = %s"
 _LIST = (
     "SELECT session_id, summary FROM stateful_agent_sessions WHERE owner = %(owner)s AND {live}{after} "
     "ORDER BY updated_at DESC, session_id DESC LIMIT %(limit)s"
@@ -229,6 +230,9 @@ class PostgresSnapshotStore(SnapshotStore):
 
     async def _delete_chunk(self, owner: str, session_id: str, chunk_id: str) -> None:
         await self._run(session_id, _DELETE_CHUNK, (owner, session_id, chunk_id), "count")
+
+    async def _chunk_ids(self, owner: str, session_id: str) -> list[str]:
+        return [row[0] for row in await self._run(session_id, _CHUNK_IDS, (owner, session_id), "all")]
 
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"owner": owner, "limit": limit}
