@@ -249,6 +249,7 @@ def test_in_a_sequential_stream_a_call_is_reported_when_the_next_one_begins():
     (first,) = steps.feed(fragment("c2", "lookup", "", 1))  # c1 is whole: the model went on to c2
     assert first.data == {"id": "c1", "name": "lookup", "arguments": {"item": "a"}}
     assert steps.feed(fragment("c2", "", '{"item": "b"}', 1)) == []
+    assert steps.feed(fragment("c1", "lookup", "\n", 0)) == []  # a late fragment of a reported call
     (second,) = steps.flush()
     assert second.data == {"id": "c2", "name": "lookup", "arguments": {"item": "b"}}
     assert steps.flush() == []  # each call once

@@ -33,7 +33,7 @@ class StrictJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         # a response body (sessions.bodies.Body; its module loads with the service, not at indexing)
-        return encode_json(content.json() if isinstance(content, BaseModel) else content)
+        return encode_json(content.as_json() if isinstance(content, BaseModel) else content)
 
 
 def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:

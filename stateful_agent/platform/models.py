@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any
 
 from agent_framework import (
-    AgentResponse,
     BaseChatClient,
     ChatContext,
     ChatMiddleware,
@@ -57,7 +56,7 @@ class FinishedReplies(ChatMiddleware):
             check_finished(context.result)
 
 
-def check_finished(response: ChatResponse | AgentResponse) -> None:
+def check_finished(response: ChatResponse) -> None:
     """Accept a model response only when the model said it finished, and not because of its content filter.
 
     Raises:

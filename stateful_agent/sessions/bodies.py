@@ -1,6 +1,6 @@
 """The JSON bodies the API returns, one typed model each (the HTTP reference in ``docs/api.md`` shows them).
 
-A body renders every field (``json()``), but a ``Message``, whose members depend on its kind, renders only
+A body renders every field (``as_json()``), but a ``Message``, whose members depend on its kind, renders only
 the ones it was built with: a message's ``tool_calls`` appear only when present. Reading a body by key
 (``body["turns"]``) reads its JSON.
 """
@@ -19,12 +19,12 @@ class Body(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    def json(self) -> dict[str, Any]:  # type: ignore[override]  # pydantic's deprecated json() is not used
+    def as_json(self) -> dict[str, Any]:
         """The body as JSON."""
         return self.model_dump()
 
     def __getitem__(self, key: str) -> Any:
-        return self.json()[key]
+        return self.as_json()[key]
 
 
 class Approval(Body):

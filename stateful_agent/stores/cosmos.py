@@ -371,7 +371,7 @@ class CosmosSnapshotStore(SnapshotStore):
                         "(the previous version's, or MAF's history container?): nothing was read or written. "
                         f"Point COSMOS_CONTAINER at a container of the current layout and move the old sessions "
                         f"with `python -m stateful_agent migrate --from-container {self.container_name} "
-                        "--to-container <new container>` (README: Upgrading).",
+                        "--to-container <new container>` (docs/upgrading.md).",
                         internal=f"container {self.database_name}/{self.container_name}: {problem}",
                     )
                     raise self._layout_error
@@ -448,7 +448,7 @@ def store_error(exc: AzureError, session_id: str | None) -> AgentServiceError:
     if status == 400:  # the request does not fit the container: most often a container of an older layout
         return ConfigurationError(
             "Cosmos DB refused the request as malformed. The container must be partitioned by "
-            "[/owner, /session_id]; move older sessions with `python -m stateful_agent migrate` (README: Upgrading).",
+            "[/owner, /session_id]; move older sessions with `python -m stateful_agent migrate` (docs/upgrading.md).",
             internal=internal,
         )
     retry_after = retry_after_seconds((getattr(exc, "headers", None) or {}).get("x-ms-retry-after-ms"))

@@ -443,7 +443,8 @@ def _store_error(exc: psycopg.Error, session_id: str | None) -> AgentServiceErro
         )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return ConfigurationError(
-            "The PostgreSQL role may not use the session tables (see the README's PostgreSQL section).",
+            "The PostgreSQL role may not use the session tables: grant them "
+            "(`python -m stateful_agent.stores.postgres grants <role>` prints the statements; docs/deployment.md).",
             internal=internal,
         )
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or _connection_lost(exc):

@@ -1,10 +1,10 @@
 """The turn pipeline: load the snapshot, run one agent turn, write it back conditionally.
 
-``prepare`` reads the session (one point read), answers a repeated
-``Idempotency-Key`` from it, and moves messages that leave the live window
-aside. ``run_turn`` or ``stream_turn`` then run the agent, and ``_commit``
-writes the archived chunk (if any) and the new snapshot, conditional on the
-version read. Nothing is written unless the turn completed; a write that loses
+``TurnService.turn`` is the one entry point: ``prepare`` reads the session (one
+point read), answers a repeated ``Idempotency-Key`` from it, and moves messages
+that leave the live window aside; ``claim`` claims answered approvals; the agent
+runs (streamed or not); and ``_commit`` writes the archived chunk (if any) and the
+new snapshot, conditional on the version read. Nothing is written unless the turn completed; a write that loses
 a race raises ``SessionConflictError`` and the stored session stays exactly
 the winner's.
 """
@@ -61,7 +61,7 @@ class TurnResult:
             reply=self.reply,
             approvals=[Approval(**approval) for approval in self.approvals],
             usage=self.usage,
-        ).json()
+        ).as_json()
 
 
 @dataclass
@@ -161,17 +161,17 @@ class TurnService:
         if cut:
             set_history(session, live[cut:])
         return PreparedTurn(
-            session_id,
-            inputs,
-            record,
-            session,
-            live[:cut],
-            len(live) - cut,
-            key,
-            request_fingerprint,
-            owner,
-            tuple(answers),
-            tuple(a.id for a in lost),
+            session_id=session_id,
+            inputs=inputs,
+            record=record,
+            session=session,
+            archived=live[:cut],
+            known=len(live) - cut,
+            key=key,
+            fingerprint=request_fingerprint,
+            owner=owner,
+            answers=tuple(answers),
+            resolved=tuple(a.id for a in lost),
             stored=stored[cut:],
         )
 
@@ -189,7 +189,7 @@ class TurnService:
         of every front door. Yields ``Accepted`` once the request is admitted (a repeated ``key`` is answered
         from the stored turn: ``Accepted(replayed=True)``); with ``stream``, the model's text and tool steps
         as they happen; then the turn's waiting approvals and ``Completed`` with the stored result (see
-        ``turn_events``). Closing the iterator before ``Completed`` abandons the turn: nothing is stored.
+        ``events``). Closing the iterator before ``Completed`` abandons the turn: nothing is stored.
 
         ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least).
 

@@ -37,6 +37,7 @@ class ToolSteps:
         self._pending: dict[str, Content] = {}  # call id -> the call so far, in the order the calls began
         self._by_index: dict[Any, str] = {}  # a reply's tool-call index -> call id, for fragments without an id
         self._names: dict[str, str] = {}  # call id -> tool name, for the results
+        self._reported: set[str] = set()  # calls already sent: a late fragment (trailing whitespace) is no new call
         self._earlier = earlier
 
     def feed(self, update: AgentResponseUpdate) -> list[ToolEvent]:
@@ -66,7 +67,7 @@ class ToolSteps:
     def _fragment(self, content: Content) -> list[ToolEvent]:
         index = (content.additional_properties or {}).get(_INDEX)
         call_id = content.call_id or self._by_index.get(index) or next(reversed(self._pending), None)
-        if not call_id:
+        if not call_id or call_id in self._reported:
             return []
         events: list[ToolEvent] = []
         previous = self._pending.get(call_id)
@@ -102,6 +103,7 @@ class ToolSteps:
 
     def _event(self, call: Content) -> ToolEvent:
         call_id = str(call.call_id)
+        self._reported.add(call_id)
         name = self._names.get(call_id) or str(call.name or "")
         return ToolEvent("tool_call", {"id": call_id, "name": name, "arguments": transcript.tool_arguments(call)})
 
