@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import re
@@ -30,7 +29,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+from .platform import settings as app_settings
+
+APP_ROOT = app_settings.APP_ROOT
 _LOCAL_USER = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 
@@ -44,7 +45,7 @@ def build_app(function_app: Any = None, *, route_prefix: str | None = None, user
         if str(APP_ROOT) not in sys.path:
             sys.path.insert(0, str(APP_ROOT))
         from function_app import app as function_app
-    prefix = route_prefix if route_prefix is not None else _route_prefix(APP_ROOT / "host.json")
+    prefix = route_prefix if route_prefix is not None else app_settings.route_prefix()
     routes = []
     for function, trigger in http_functions(function_app):
         path = "/" + "/".join(part.strip("/") for part in (prefix, trigger.route) if part)
@@ -118,13 +119,6 @@ class _ActAs:
         await self.app(scope, receive, send)
 
 
-def _route_prefix(host_json: Path) -> str:
-    try:
-        return json.loads(host_json.read_text())["extensions"]["http"]["routePrefix"]
-    except (OSError, KeyError, ValueError):
-        return "api"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve function_app locally (no Core Tools needed).")
     parser.add_argument("--host", default="127.0.0.1")
@@ -173,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         args.host,
         args.port,
     )
-    prefix = _route_prefix(APP_ROOT / "host.json")
+    prefix = app_settings.route_prefix()
     if service.settings.chat_ui:
         path = "/".join(part for part in (prefix.strip("/"), "ui") if part)
         print(f"Chat page: http://{args.host}:{args.port}/{path}", flush=True)

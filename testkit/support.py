@@ -218,12 +218,12 @@ def service_for(settings: Settings, client: BaseChatClient) -> TurnService:
 
 async def write_raw(store: SnapshotStore, session_id: str, body: dict[str, Any], owner: str = "") -> str:
     """Store ``body`` as the session's document as it is, bypassing the model (to plant corrupt data)."""
-    return await store._upsert(owner, session_id, body)
+    return await store.raw.write(session_id, body, owner)
 
 
 async def read_raw(store: SnapshotStore, session_id: str, owner: str = "") -> tuple[dict[str, Any], str] | None:
     """The stored object and ETag exactly as the backend holds them (no validation)."""
-    return await store._read(owner, session_id)
+    return await store.raw.read(session_id, owner)
 
 
 def settings_environment(backend: str, settings: Settings) -> dict[str, str]:

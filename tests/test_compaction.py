@@ -8,7 +8,6 @@ import json
 import httpx
 import pytest
 from agent_framework import Content, Message
-from agent_framework._compaction import group_messages
 
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
@@ -16,7 +15,11 @@ from stateful_agent.errors import SessionConflictError
 from stateful_agent.platform.settings import Settings
 from stateful_agent.sessions import transcript
 from stateful_agent.state.documents import history
-from stateful_agent.turns.compaction import archivable_prefix, build_strategy
+from stateful_agent.turns.compaction import (
+    archivable_prefix,
+    build_strategy,
+    group_messages,  # MAF's, isolated there
+)
 from testkit.support import ScriptedChatClient
 from tests.conftest import DURABLE_BACKENDS
 
@@ -123,7 +126,7 @@ async def test_delete_removes_the_snapshot_and_every_transcript_chunk(make_servi
     for i in range(8):
         await service.run_turn("s1", f"m{i}")
     stray = {"owner": "", "session_id": "s1", "kind": "transcript"}
-    await service.store._create_chunk("", "s1", "~t~99~leftover", stray)
+    await service.store.raw.write_chunk("s1", "~t~99~leftover", stray)
     cosmos = request.getfixturevalue("cosmos") if backend == "cosmos" else None
     assert len(await stored_chunk_ids(service.store, "s1", cosmos)) > 1
 

@@ -211,3 +211,29 @@ def test_garbage_collection_waits_for_the_first_request_then_skips_startup_objec
         check=True,
     )
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == [False, 200, True, True]
+
+
+def test_every_function_is_served_by_its_handler_with_the_route_it_is_registered_on():
+    import function_app
+    from stateful_agent.devhost import http_functions
+    from stateful_agent.http import routes
+
+    pairs = http_functions(function_app.app)
+    assert len(pairs) == 9
+    for function, trigger in pairs:
+        handler = getattr(routes, function.get_function_name())
+        methods = [str(getattr(method, "value", method)).upper() for method in trigger.methods]
+        assert handler.served == (methods[0], trigger.route), function.get_function_name()
+        assert len(methods) == 1
+
+
+def test_the_route_prefix_comes_from_host_json(tmp_path):
+    from stateful_agent.platform.settings import route_prefix
+
+    assert route_prefix() == json.loads((ROOT / "host.json").read_text())["extensions"]["http"]["routePrefix"]
+    (tmp_path / "host.json").write_text(json.dumps({"extensions": {"http": {"routePrefix": "/agent/"}}}))
+    assert route_prefix(tmp_path / "host.json") == "agent"
+    (tmp_path / "empty.json").write_text("{}")
+    assert route_prefix(tmp_path / "empty.json") == "api"
+    (tmp_path / "none.json").write_text(json.dumps({"extensions": {"http": {"routePrefix": ""}}}))
+    assert route_prefix(tmp_path / "none.json") == ""

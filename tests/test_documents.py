@@ -104,8 +104,8 @@ async def test_a_chunk_that_does_not_match_its_listing_is_session_corrupt(make_s
     document = (await service.store.read("s1")).document
     assert document.transcript
     chunk_id = f"~t~0~{document.transcript[0].nonce}"
-    await service.store._delete_chunk("", "s1", chunk_id)
-    await service.store._create_chunk("", "s1", chunk_id, {"owner": "", "session_id": "s1", "junk": 1})
+    await service.store.delete_chunk("s1", chunk_id)
+    await service.store.raw.write_chunk("s1", chunk_id, {"owner": "", "session_id": "s1", "junk": 1})
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
         response = await client.get("/api/sessions/s1/messages")
     assert response.status_code == 500

@@ -13,7 +13,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 from agent_framework import AgentSession, Message
-from azure.core.exceptions import ServiceResponseError
+from azure.core.exceptions import ClientAuthenticationError, ServiceResponseError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosHttpResponseError
@@ -256,11 +256,12 @@ async def test_without_a_key_the_store_signs_in_with_the_managed_identity(monkey
 
     class RecordingCredential:
         def __init__(self, **kwargs):
-            self.kwargs, self.closed = kwargs, False
+            self.kwargs, self.scopes, self.closed = kwargs, [], False
             created.append(self)
 
-        async def get_token(self, *scopes, **kwargs):  # pragma: no cover - no request is sent
-            raise AssertionError("not called")
+        async def get_token(self, *scopes, **kwargs):
+            self.scopes.extend(scopes)
+            raise ClientAuthenticationError("no token in this test")
 
         async def close(self):
             self.closed = True
@@ -269,20 +270,21 @@ async def test_without_a_key_the_store_signs_in_with_the_managed_identity(monkey
 
     monkeypatch.setattr(azure.identity.aio, "DefaultAzureCredential", RecordingCredential)
     store = CosmosSnapshotStore(endpoint="https://127.0.0.1:9", managed_identity_client_id="client-id-1")
-    client = store._new_client()
-    try:
-        assert [c.kwargs for c in created] == [{"managed_identity_client_id": "client-id-1"}]
-        assert store._credential is created[0]
-        assert "key" not in repr(vars(store)).lower() or store._key is None
-    finally:
-        await client.close()
-    store._client = client
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()
+    assert [c.kwargs for c in created] == [{"managed_identity_client_id": "client-id-1"}]
+    assert created[0].scopes
+    assert all(scope.endswith("/.default") for scope in created[0].scopes)
+    assert store.client is not None
     await store.close()
     assert created[0].closed
+    assert store.client is None
 
     keyed = CosmosSnapshotStore(endpoint="https://127.0.0.1:9", key="c2VjcmV0LWtleQ==")
     assert "c2VjcmV0LWtleQ==" not in repr(vars(keyed))  # a key never prints
-    await keyed._new_client().close()
+    with pytest.raises(StoreUnavailableError):
+        await keyed.ping()
+    await keyed.close()
     assert len(created) == 1  # a key means no Entra credential
 
 

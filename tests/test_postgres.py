@@ -345,7 +345,7 @@ def test_entra_sign_in_is_used_only_without_a_password_on_azure(monkeypatch, con
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    assert PostgresSnapshotStore(conninfo)._entra is entra
+    assert PostgresSnapshotStore(conninfo).uses_entra is entra
 
 
 def test_the_connection_string_never_shows_in_settings_or_errors():

@@ -189,7 +189,7 @@ async def test_cosmos_document_layout(make_service, cosmos):
 async def test_unparseable_file_snapshot_is_reported_corrupt_and_kept(make_service):
     store = make_service("file").store
     await store.set("s1", _session("s1", "hello"))
-    path = store._path("", "s1")
+    path = store.path("s1")
     path.write_text("{not json")
     with pytest.raises(SessionCorruptError):
         await store.get("s1")

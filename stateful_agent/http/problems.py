@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from ..errors import AgentServiceError, printable
+from ..platform.settings import route_prefix
 from ..state.jsontext import encode_json
 
 logger = logging.getLogger(__name__)
@@ -65,17 +66,19 @@ def problem_response(error: AgentServiceError, instance: str | None = None) -> R
         return Response(_FALLBACK_PROBLEM, status_code=500, media_type="application/problem+json")
 
 
-def served(route: str) -> Callable[[Handler], Handler]:
-    """Serve ``route`` inside a span joined to the request's ``traceparent``; turn every exception into a
-    problem response, and log each failed request once (its code, status, session id, and what the client
-    must not see; a traceback only for the unexpected)."""
+def served(method: str, route: str) -> Callable[[Handler], Handler]:
+    """Serve ``method`` on ``route`` (as ``function_app`` registers it, without the host's route prefix)
+    inside a span joined to the request's ``traceparent``; turn every exception into a problem response,
+    and log each failed request once (its code, status, session id, and what the client must not see; a
+    traceback only for the unexpected)."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(req: Request) -> Response:
             from ..platform import telemetry  # with opentelemetry's API: loaded on the first request, not at indexing
 
-            span = telemetry.request_span(route, req.method, req.headers)
+            label = f"{method} /{'/'.join(part for part in (route_prefix(), route) if part)}"
+            span = telemetry.request_span(label, req.method, req.headers)
             with telemetry.active(span):
                 try:
                     response = await handler(req)
@@ -90,6 +93,7 @@ def served(route: str) -> Callable[[Handler], Handler]:
             _warmed_up()
             return response
 
+        wrapper.served = (method, route)  # type: ignore[attr-defined]  # function_app's route, for its drift test
         return wrapper
 
     return decorate

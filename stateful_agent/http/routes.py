@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..turns.service import TurnService
 
 
-@served("POST /api/sessions/{session_id}/turns")
+@served("POST", "sessions/{session_id}/turns")
 async def post_turn(req: Request) -> Response:
     """``POST /api/sessions/{session_id}/turns`` with ``{"message": "..."}`` and/or ``{"approvals": [...]}``.
 
@@ -59,7 +59,7 @@ async def post_turn(req: Request) -> Response:
     return response
 
 
-@served("POST /api/sessions")
+@served("POST", "sessions")
 async def create_session(req: Request) -> Response:
     """``POST /api/sessions``: a new session id; nothing is stored until its first turn."""
     from ..sessions.bodies import Created
@@ -70,7 +70,7 @@ async def create_session(req: Request) -> Response:
     return StrictJSONResponse(Created(session_id=session_id), status_code=201, headers={"Location": location})
 
 
-@served("GET /api/sessions")
+@served("GET", "sessions")
 async def list_sessions(req: Request) -> Response:
     """``GET /api/sessions?limit=&cursor=``: the caller's sessions, most recently updated first."""
     service, owner = _caller(req)
@@ -80,7 +80,7 @@ async def list_sessions(req: Request) -> Response:
     )
 
 
-@served("GET /api/sessions/{session_id}/messages")
+@served("GET", "sessions/{session_id}/messages")
 async def get_messages(req: Request) -> Response:
     """``GET /api/sessions/{session_id}/messages?limit=&cursor=``: the whole transcript, paged, oldest first."""
     service, owner = _caller(req)
@@ -90,14 +90,14 @@ async def get_messages(req: Request) -> Response:
     return StrictJSONResponse(page)
 
 
-@served("GET /api/sessions/{session_id}")
+@served("GET", "sessions/{session_id}")
 async def get_session(req: Request) -> Response:
     """``GET /api/sessions/{session_id}``: summary and messages."""
     service, owner = _caller(req)
     return StrictJSONResponse(await service.describe(requests.session_id(req), owner=owner))
 
 
-@served("DELETE /api/sessions/{session_id}")
+@served("DELETE", "sessions/{session_id}")
 async def delete_session(req: Request) -> Response:
     """``DELETE /api/sessions/{session_id}``: 204, also when it did not exist (or is another user's)."""
     service, owner = _caller(req)
@@ -105,7 +105,7 @@ async def delete_session(req: Request) -> Response:
     return Response(status_code=204)
 
 
-@served("GET /api/me")
+@served("GET", "me")
 async def me(req: Request) -> Response:
     """``GET /api/me``: how the app identifies callers (``auth_mode``) and who this caller is (``user``,
     ``null`` when sessions are shared)."""
@@ -116,7 +116,7 @@ async def me(req: Request) -> Response:
     return StrictJSONResponse(Me(auth_mode=service.settings.auth_mode, user=user))
 
 
-@served("GET /api/ui")
+@served("GET", "ui")
 async def chat_page(req: Request) -> Response:
     """``GET /api/ui``: the chat page, a client of this API (404 ``chat_ui_disabled`` with ``CHAT_UI=false``)."""
     if not get_service().settings.chat_ui:
@@ -127,7 +127,7 @@ async def chat_page(req: Request) -> Response:
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
-@served("GET /api/health")
+@served("GET", "health")
 async def health(req: Request) -> Response:
     """``GET /api/health``: 200 when the store answers, else 503 ``store_unavailable``."""
     return StrictJSONResponse(await get_service().health())

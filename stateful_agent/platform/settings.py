@@ -9,6 +9,7 @@ that keep ``docs/settings.md``, ``local.settings.sample.json`` and the Bicep app
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -443,6 +444,19 @@ def anonymous_session_routes(environ: Mapping[str, str] | None = None) -> bool:
     is reported as ``configuration_error`` on the first request)."""
     value = (os.environ if environ is None else environ).get("AUTH_MODE", "")
     return value.strip().lower() == "easyauth"
+
+
+APP_ROOT = Path(__file__).resolve().parents[2]
+
+
+@functools.cache
+def route_prefix(host_json: Path = APP_ROOT / "host.json") -> str:
+    """The HTTP route prefix the Functions host puts before every route (``extensions.http.routePrefix`` in
+    ``host.json``, which owns it; ``api`` when unset)."""
+    try:
+        return str(json.loads(host_json.read_text())["extensions"]["http"]["routePrefix"]).strip("/")
+    except (OSError, KeyError, TypeError, ValueError):
+        return "api"
 
 
 def _check_conninfo(conninfo: str) -> None:

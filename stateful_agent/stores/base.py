@@ -184,6 +184,11 @@ class SnapshotStore(SessionStore, ABC):
     async def close(self) -> None:
         """Release network clients and credentials the store created."""
 
+    @property
+    def raw(self) -> RawDocuments:
+        """The stored objects exactly as the backend holds them, unvalidated (for repair tools and tests)."""
+        return RawDocuments(self)
+
     async def __aenter__(self) -> SnapshotStore:
         return self
 
@@ -335,3 +340,39 @@ def listing_order(stored: list[dict[str, Any]], limit: int, after: ListingKey | 
 
 def _user_turns(session: AgentSession) -> int:
     return sum(1 for message in history(session) if isinstance(message, Message) and message.role == "user")
+
+
+class RawDocuments:
+    """A store's objects as the backend holds them, read and written without validation.
+
+    The app never uses it: it is the seam for repair tools and for tests that plant data the
+    models would refuse (corrupt snapshots, stray chunks). Writes are unconditional.
+    """
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self._store = store
+
+    async def read(self, session_id: str, owner: str = "") -> Stored | None:
+        """The stored snapshot object and its ETag, or ``None``.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
+        return await self._store._read(owner, session_id)
+
+    async def write(self, session_id: str, body: dict[str, Any], owner: str = "") -> str:
+        """Store ``body`` as the session's snapshot object, as it is; returns the new ETag.
+
+        Raises:
+            StoreUnavailableError: The store cannot be reached.
+        """
+        return await self._store._upsert(owner, session_id, body)
+
+    async def write_chunk(self, session_id: str, chunk_id: str, body: dict[str, Any], owner: str = "") -> None:
+        """Store ``body`` as a transcript chunk, as it is.
+
+        Raises:
+            SessionConflictError: A chunk with that id exists.
+            StoreUnavailableError: The store cannot be reached.
+        """
+        await self._store._create_chunk(owner, session_id, chunk_id, body)

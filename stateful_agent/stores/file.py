@@ -79,7 +79,7 @@ class FileSnapshotStore(SnapshotStore):
         self._lock_path = self.directory / ".write.lock"
 
     async def _read(self, owner: str, session_id: str) -> Stored | None:
-        path = self._path(owner, session_id)
+        path = self.path(session_id, owner)
         return await self._run(lambda: self._read_file(path, session_id))
 
     async def _create(self, owner: str, session_id: str, body: dict[str, Any]) -> str:
@@ -92,7 +92,7 @@ class FileSnapshotStore(SnapshotStore):
         return await self._write(owner, session_id, body, expected=None, conditional=False)
 
     async def _remove(self, owner: str, session_id: str) -> None:
-        path = self._path(owner, session_id)
+        path = self.path(session_id, owner)
 
         def remove() -> None:
             with self._exclusive():
@@ -131,7 +131,7 @@ class FileSnapshotStore(SnapshotStore):
         await self._run(lambda: chunk.unlink(missing_ok=True))
 
     async def _chunk_ids(self, owner: str, session_id: str) -> list[str]:
-        folder = self._chunk_dir(self._path(owner, session_id))
+        folder = self._chunk_dir(self.path(session_id, owner))
         return await self._run(lambda: [path.stem for path in folder.glob("*.json")] if folder.is_dir() else [])
 
     async def _list(self, owner: str, limit: int, after: ListingKey | None) -> list[dict[str, Any]]:
@@ -160,8 +160,9 @@ class FileSnapshotStore(SnapshotStore):
         """The directory of ``owner``'s sessions (the store's own directory for no owner)."""
         return self._root / ".owners" / file_stem(owner) if owner else self._root
 
-    def _path(self, owner: str, session_id: str) -> Path:
-        """The session's file; refuses a path that leaves the directory (a planted symlink, say).
+    def path(self, session_id: str, owner: str = "") -> Path:
+        """The file that holds the session's snapshot (it may not exist yet); refuses a path that leaves
+        the directory (a planted symlink, say). refuses a path that leaves the directory (a planted symlink, say).
 
         Raises:
             ValueError: The id is invalid, or its file is a link out of the directory.
@@ -180,12 +181,12 @@ class FileSnapshotStore(SnapshotStore):
     def _chunk_path(self, owner: str, session_id: str, chunk_id: str) -> Path:
         if not _CHUNK_ID.fullmatch(chunk_id):
             raise ValueError(f"invalid transcript chunk id {chunk_id!r}")
-        return self._chunk_dir(self._path(owner, session_id)) / f"{chunk_id}.json"
+        return self._chunk_dir(self.path(session_id, owner)) / f"{chunk_id}.json"
 
     async def _write(
         self, owner: str, session_id: str, body: dict[str, Any], *, expected: str | None, conditional: bool
     ) -> str:
-        path = self._path(owner, session_id)
+        path = self.path(session_id, owner)
         etag = uuid.uuid4().hex
         payload = encode_json({**body, "_etag": etag})
 

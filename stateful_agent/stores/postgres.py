@@ -154,7 +154,8 @@ class PostgresSnapshotStore(SnapshotStore):
             raise ValueError(f"POSTGRES_DSN is not a valid libpq connection string: {exc}") from None
         self.host = str(params.get("host") or os.environ.get("PGHOST") or "")
         password = params.get("password") or os.environ.get("PGPASSWORD") or os.environ.get("PGPASSFILE")
-        self._entra = credential is not None or (not password and self.host.lower().endswith(AZURE_HOST_SUFFIXES))
+        self.uses_entra = credential is not None or (not password and self.host.lower().endswith(AZURE_HOST_SUFFIXES))
+        """Whether connections sign in with an Entra token (no password, and an Azure host or a credential)."""
         self._credential = credential
         self._owns_credential = credential is None
         self._client_id = managed_identity_client_id
@@ -380,7 +381,7 @@ class PostgresSnapshotStore(SnapshotStore):
     async def _connection_kwargs(self) -> dict[str, Any]:
         """Options of each new pooled connection: autocommit, and a fresh Entra token as the password."""
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": "stateful-agent"}
-        if self._entra:
+        if self.uses_entra:
             if self._credential is None:
                 from azure.identity.aio import DefaultAzureCredential
 
