@@ -17,7 +17,7 @@ from typing import Any
 
 from testkit.servers import ServerUnavailable, local_cosmos, local_postgres
 
-from . import cold_start, overhead, store_cost, throughput
+from . import cold_start, mcp_tools, overhead, store_cost, throughput
 
 FULL = {
     "lengths": [10, 100, 400],
@@ -27,6 +27,7 @@ FULL = {
     "sessions": 64,
     "turns": 10,
     "concurrency": 16,
+    "mcp_turns": 200,
 }
 QUICK = {
     "lengths": [10, 100, 400],
@@ -36,6 +37,7 @@ QUICK = {
     "sessions": 16,
     "turns": 5,
     "concurrency": 8,
+    "mcp_turns": 30,
 }
 
 
@@ -82,6 +84,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("first_turn_vs_bare_import", cold["ratio_first_turn_to_bare_imports"], "<=", 1.15),
         ("requests_per_turn", requests, "==", 2),
         ("own_modules_import_ms", own, "<=", 15.0),
+        ("mcp_requests_per_turn_without_call", results["mcp_tools"]["mcp_requests_per_turn_without_call"], "==", 0),
+        ("store_requests_per_turn_with_mcp", results["mcp_tools"]["store_requests_per_turn"], "==", 2),
         (f"ours_growth_{last}_vs_{lengths[0]}", cost["ours_growth_p50"], "<=", 1.5),
     ]
     return [
@@ -175,6 +179,17 @@ def print_report(results: dict[str, Any]) -> None:
         f"p95 {tp['p95_ms']} ms, p99 {tp['p99_ms']} ms, failed {tp['failed']}"
     )
 
+    mcp = results["mcp_tools"]
+    print(
+        f"\nMCP tools (one server on loopback, echo model, memory store; {mcp['turns']} turns each): first turn"
+        f" {mcp['first_turn_ms']} ms ({mcp['first_turn_mcp_requests']} requests to connect and list); a warm turn"
+        f" that calls no MCP tool p50 {mcp['turn_without_mcp_call']['p50_us']} us with"
+        f" {mcp['mcp_requests_per_turn_without_call']} MCP requests ({mcp['ratio_warm_turn_to_no_server']}x a turn"
+        f" with no server configured); a turn with one call p50 {mcp['turn_with_one_mcp_call']['p50_us']} us,"
+        f" {mcp['mcp_requests_per_turn_with_one_call']} MCP requests; store requests per turn"
+        f" {mcp['store_requests_per_turn']}"
+    )
+
     print("\nTargets")
     for row in results["targets"]:
         print(f"  [{'met' if row['met'] else 'NOT met'}] {row['name']}: {row['value']} (target {row['target']})")
@@ -215,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         results["cold_start"] = cold_start.run(endpoint, config["processes"])
         print("throughput ...", file=sys.stderr)
         results["throughput"] = throughput.run(endpoint, config["sessions"], config["turns"], config["concurrency"])
+        print("MCP tools ...", file=sys.stderr)
+        results["mcp_tools"] = asyncio.run(mcp_tools.run(config["mcp_turns"]))
         print("telemetry ...", file=sys.stderr)  # last: it installs OpenTelemetry for the rest of the process
         results["telemetry_us"] = asyncio.run(overhead.telemetry_cost(config["overhead_turns"]))
     results["targets"] = targets(results)

@@ -80,6 +80,9 @@ param modelMaxOutputTokens int = 0
 @description('The agent\'s tools, as AGENT_TOOLS: comma-separated module:attribute references, e.g. samples.tools:TOOLS. Empty = none.')
 param agentTools string = ''
 
+@description('Remote MCP servers whose tools the agent uses, as AGENT_MCP_SERVERS: VS Code mcp.json JSON, {"servers": {"<name>": {"type": "http", "url": "https://..."}}}; secrets as \${env:NAME} references to app settings, never inline. Empty = none.')
+param agentMcpServers string = ''
+
 @description('Client id of an existing Microsoft Entra app registration. Set: App Service Authentication (Easy Auth) requires a signed-in user on every API call but /api/health, and each session belongs to its user (AUTH_MODE=easyauth). Empty: function keys, sessions shared (AUTH_MODE=none).')
 param authClientId string = ''
 
@@ -206,6 +209,7 @@ module functionApp 'modules/function-app.bicep' = {
     agentName: agentName
     agentInstructions: agentInstructions
     agentTools: agentTools
+    agentMcpServers: agentMcpServers
     authClientId: authClientId
   }
 }

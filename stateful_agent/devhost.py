@@ -12,12 +12,13 @@ tests only: it does not check function keys and knows only HTTP triggers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -51,8 +52,18 @@ def build_app(function_app: Any = None, *, route_prefix: str | None = None, user
         path = "/" + "/".join(part.strip("/") for part in (prefix, trigger.route) if part)
         methods = [str(getattr(m, "value", m)) for m in trigger.methods or ["GET", "POST", "PUT", "DELETE", "PATCH"]]
         routes.append(Route(path, _endpoint(function.get_user_function()), methods=methods))
-    app: ASGIApp = _KeepEncodedSlashes(Starlette(routes=routes, exception_handlers={HTTPException: _http_error}))
+    starlette = Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=_lifespan)
+    app: ASGIApp = _KeepEncodedSlashes(starlette)
     return _ActAs(app, user) if user else app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(_: Any) -> AsyncIterator[None]:
+    """On shutdown, close the service's store clients and MCP connections."""
+    yield
+    from .runtime import install
+
+    await install(None)
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """The errors the app reports, each with its HTTP status and stable problem ``code``.
 
 Raised anywhere (validation, stores, pipeline); turned into RFC 9457
-``application/problem+json`` responses in one place, ``api.problem_response``.
+``application/problem+json`` responses in one place, ``http.problems.problem_response``.
 """
 
 from __future__ import annotations
@@ -146,4 +146,14 @@ class StoreUnavailableError(AgentServiceError):
     status, code, title = 503, "store_unavailable", "Session store unavailable"
 
     def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 2, internal: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))}, internal=internal)
+
+
+class ToolServerUnavailableError(AgentServiceError):
+    """A tool server the turn needs (``required``, or holding an approved call) cannot be reached: nothing was
+    stored, and the same request may be sent again."""
+
+    status, code, title = 503, "tool_server_unavailable", "A tool server is unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 5, internal: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))}, internal=internal)

@@ -24,7 +24,12 @@ def build_service(settings: Settings, *, chat_client: BaseChatClient | None = No
     from .stores import create_store
     from .turns.service import TurnService
 
-    return TurnService(settings, create_store(settings), lambda: build_agent(settings, chat_client))
+    tool_servers = None
+    if settings.mcp_servers:
+        from .platform.mcp import ToolServers
+
+        tool_servers = ToolServers(settings.mcp_servers, client_id=settings.azure_client_id)
+    return TurnService(settings, create_store(settings), lambda: build_agent(settings, chat_client), tool_servers)
 
 
 def get_service() -> TurnService:
@@ -48,4 +53,4 @@ async def install(service: TurnService | None) -> None:
     global _service
     previous, _service = _service, service
     if previous is not None and previous is not service:
-        await previous.store.close()
+        await previous.close()

@@ -86,6 +86,7 @@ class ScriptedChatClient(
         self.pause = pause
         self.cancelled = asyncio.Event()
         self.requests: list[list[tuple[str, str]]] = []
+        self.offered: list[list[str]] = []  # per request, the names of the tools offered to the model
         self._arrived = asyncio.Event()
 
     async def wait_for_requests(self, count: int) -> None:
@@ -107,6 +108,7 @@ class ScriptedChatClient(
         self, *, messages: Sequence[Message], stream: bool, options: Mapping[str, Any], **kwargs: Any
     ) -> Any:
         self.requests.append([(str(m.role), m.text) for m in messages])
+        self.offered.append(sorted(str(getattr(tool, "name", tool)) for tool in options.get("tools") or ()))
         self._arrived.set()
         step = self.script.pop(0) if self.script else f"reply {len(self.requests)}"
         usage = None

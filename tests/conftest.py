@@ -104,5 +104,5 @@ async def make_service(backend_settings):
 
     yield make
     for service in built:
-        await service.store.close()
+        await service.close()
     await runtime.install(None)

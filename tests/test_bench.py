@@ -71,6 +71,7 @@ def test_targets_are_judged_from_the_measured_figures():
             "ratio_first_turn_to_bare_imports": 1.1,
             "import_breakdown_function_app": [{"package": "stateful_agent", "ms": 9.5}],
         },
+        "mcp_tools": {"mcp_requests_per_turn_without_call": 0.5, "store_requests_per_turn": 2.0},
     }
     verdicts = {row["name"]: row["met"] for row in targets(results)}
     assert verdicts == {
@@ -84,5 +85,18 @@ def test_targets_are_judged_from_the_measured_figures():
         "requests_per_turn": True,
         "own_modules_import_ms": True,
         "ours_growth_400_vs_10": True,
+        "mcp_requests_per_turn_without_call": False,
+        "store_requests_per_turn_with_mcp": True,
     }
     assert all(set(row) == {"name", "value", "target", "met"} for row in targets(results))
+
+
+async def test_a_warm_turn_without_mcp_calls_sends_nothing_to_the_mcp_server():
+    from bench import mcp_tools
+
+    results = await mcp_tools.run(turns=4)
+    assert results["first_turn_mcp_requests"] >= 2  # connecting and listing the tools
+    assert results["mcp_requests_per_turn_without_call"] == 0
+    assert results["mcp_requests_per_turn_with_one_call"] == 1
+    assert results["store_requests_per_turn"] == 2
+    assert results["store_requests_per_turn_with_one_call"] == 2

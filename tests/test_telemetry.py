@@ -143,6 +143,46 @@ async def test_a_tool_turn_has_a_span_per_tool_call(make_service, finished):
     assert "gen_ai.tool.call.arguments" not in tools[0].attributes  # contents only with sensitive data on
 
 
+async def test_an_mcp_tool_call_is_traced_with_its_server_and_the_callers_token_never_appears(make_service, finished):
+    from stateful_agent.platform.mcp_config import parse_servers
+    from testkit.mcp_servers import ToolServer
+
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    with ToolServer("mine", {"add": add}, token="caller-token-123") as server:
+        config = {"servers": {"mine": {"url": server.url, "readOnly": True, "auth": {"type": "caller"}}}}
+        servers = parse_servers(json.dumps(config), {}, auth_mode="easyauth")
+        model = ScriptedChatClient([CallTool("add", {"a": 1, "b": 2}), "3"])
+        service = make_service("memory", model, mcp_servers=servers, auth_mode="easyauth", easyauth_local_headers=True)
+        headers = {
+            "X-MS-CLIENT-PRINCIPAL-ID": "alice",
+            "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
+            "Authorization": "Bearer caller-token-123",
+        }
+        enable_instrumentation(enable_sensitive_data=True)  # even with contents recorded
+        try:
+            response = await request(
+                service, "POST", "/api/sessions/s1/turns", json={"message": "1+2"}, headers=headers
+            )
+        finally:
+            enable_instrumentation(enable_sensitive_data=False)
+    assert response.status_code == 200
+    assert server.calls == [("add", {"a": 1, "b": 2}, "Bearer caller-token-123")]
+    spans = finished()
+    (tool,) = [s for s in spans if s.name == "execute_tool add"]
+    assert tool.attributes["mcp.server.name"] == "mine"
+    assert "tools/call add" in tree(spans)["execute_tool add"]
+    (connect,) = by_name(spans, "mcp connect mine")
+    assert connect.attributes["mcp.tools.count"] == 1
+    assert any(name.startswith("tools/list") for name in tree(spans)["mcp connect mine"])
+    for span in spans:
+        texts = [str(v) for v in span.attributes.values()]
+        texts += [str(v) for event in span.events for v in (event.attributes or {}).values()]
+        assert not [text for text in texts if "caller-token-123" in text], span.name
+
+
 async def test_an_archiving_turn_traces_the_transcript_write(make_service, finished):
     service = make_service("memory", compaction_max_messages=4)
     for i in range(2):

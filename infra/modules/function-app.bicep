@@ -40,6 +40,8 @@ param agentName string
 param agentInstructions string
 @description('The agent\'s tools: comma-separated module:attribute references; empty = none.')
 param agentTools string
+@description('Remote MCP servers (AGENT_MCP_SERVERS JSON); empty = none.')
+param agentMcpServers string
 @description('Client id of an existing Entra app registration; empty = no App Service Authentication.')
 param authClientId string
 
@@ -159,6 +161,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CHAT_UI: 'true'
     AGENT_NAME: agentName
     AGENT_TOOLS: agentTools
+    AGENT_MCP_SERVERS: agentMcpServers
     AGENT_INSTRUCTIONS: agentInstructions
     AZURE_CLIENT_ID: identityClientId
   }

@@ -117,3 +117,10 @@ def _nesting(text: str) -> int:
     """How deep JSON text nests arrays and objects (brackets inside strings do not count)."""
     skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
     return max(accumulate(map(_DEPTH_STEP.__getitem__, skeleton)), default=0)
+
+
+def bearer(req: Request) -> str | None:
+    """The caller's bearer token (``Authorization: Bearer ...``, which Easy Auth validated), for MCP servers that
+    act as the caller; ``None`` without one. It is never logged or stored."""
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None

@@ -41,7 +41,8 @@ async def post_turn(req: Request) -> Response:
         turn.identify(session_id, owner)
         key = validate_key(req.headers.get("idempotency-key"))
         message, answers = await requests.turn_request(req, service.settings.max_message_bytes)
-        events = service.turn(session_id, message, key, owner=owner, answers=answers, stream=stream)
+        bearer = requests.bearer(req) if service.tool_servers is not None else None
+        events = service.turn(session_id, message, key, owner=owner, answers=answers, stream=stream, bearer=bearer)
         # Errors found before the turn is admitted (input, session, approvals, a lost claim) are plain problems.
         accepted = await anext(events)
         if not stream:

@@ -1,1 +1,2 @@
-"""What the app runs on: settings, telemetry, the MAF agent and its model clients, tools, caller identity."""
+"""What the app runs on: settings, telemetry, the MAF agent and its model clients, tools (local and from MCP
+servers), caller identity."""

@@ -300,6 +300,13 @@ class Settings:
         "text",
         "",
     )
+    agent_mcp_servers: str | None = setting(
+        "AGENT_MCP_SERVERS",
+        "Remote MCP servers whose tools the agent uses, as JSON in VS Code's `mcp.json` shape plus approvals, auth "
+        "and timeouts; see [Tools](tools.md#tools-from-mcp-servers).",
+    )
+    #: ``AGENT_MCP_SERVERS``, parsed and checked (``platform.mcp_config``).
+    mcp_servers: tuple[Any, ...] = ()
     agent_instructions: str = setting(
         "AGENT_INSTRUCTIONS", "The agent's system instructions.", "text", DEFAULT_INSTRUCTIONS
     )
@@ -420,6 +427,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["model_provider"] = provider
     if not _HEADER_NAME.fullmatch(values["auth_user_header"]):
         raise ConfigurationError(f"AUTH_USER_HEADER={values['auth_user_header']!r} is not an HTTP header name.")
+    if values["agent_mcp_servers"]:
+        from .mcp_config import parse_servers  # pydantic: loaded only when servers are configured
+
+        values["mcp_servers"] = parse_servers(values["agent_mcp_servers"], env.environ, auth_mode=values["auth_mode"])
     return Settings(
         **values,
         easyauth_enabled=(env.text("WEBSITE_AUTH_ENABLED") or "").lower() == "true",
@@ -485,7 +496,7 @@ class _Env:
     """Typed access to raw string settings; blank values count as unset."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
+        self.environ = environ
 
     def read(self, declared: Setting) -> Any:
         """A declared setting's value, parsed and checked (its default when unset)."""
@@ -503,7 +514,7 @@ class _Env:
         return self.text(declared.name) or declared.default
 
     def text(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
+        value = self.environ.get(name, "").strip()
         return value or None
 
     def require(self, *names: str, reason: str) -> None:

@@ -92,6 +92,12 @@ def interrupted(document: SessionDocument) -> SessionDocument:
     return document.revised(approvals=approvals)
 
 
+def approved_tools(document: SessionDocument | None, answers: Sequence[Answer]) -> set[str]:
+    """The names of the tools whose pending calls ``answers`` approve (the tools this turn must have)."""
+    approved = {answer.id for answer in answers if answer.approved}
+    return {a.name for a in (document.approvals if document else ()) if a.id in approved}
+
+
 def inputs(history: Sequence[Message], answers: Sequence[Answer], message: str | None) -> list[Message]:
     """The messages that continue the conversation: MAF's approval responses, then the user's text."""
     requests = {c.id: c for m in history for c in m.contents if c.type == "function_approval_request"}

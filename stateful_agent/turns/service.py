@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_framework import Agent, AgentResponse, AgentSession, Message
+from agent_framework import Agent, AgentResponse, AgentSession, FunctionTool, Message
 
 from ..errors import (
     AgentServiceError,
@@ -38,6 +38,9 @@ from . import approvals, idempotency
 from .compaction import archivable_prefix, build_strategy
 from .events import Accepted, Completed, TextDelta, TurnEvent, ending
 from .tool_steps import ToolSteps
+
+if TYPE_CHECKING:
+    from ..platform.mcp import ToolServers
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +83,23 @@ class PreparedTurn:
     answers: tuple[approvals.Answer, ...] = ()
     resolved: tuple[str, ...] = ()  # ids of interrupted approvals this turn reports to the model
     stored: list[dict[str, Any]] = field(default_factory=list)  # stored dicts of the window's first messages
+    tools: list[FunctionTool] = field(default_factory=list)  # the MCP servers' tools offered to this turn
     started: float = field(default_factory=time.perf_counter)
 
 
 class TurnService:
     """Runs turns and reads sessions; one instance per process, shared by all requests."""
 
-    def __init__(self, settings: Settings, store: SnapshotStore, agent_factory: Callable[[], Agent]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SnapshotStore,
+        agent_factory: Callable[[], Agent],
+        tool_servers: ToolServers | None = None,
+    ) -> None:
         self.settings = settings
+        #: The MCP servers' connections (``AGENT_MCP_SERVERS``), or ``None`` when none is configured.
+        self.tool_servers = tool_servers
         self._store = store
         self.strategy = build_strategy(settings)
         self._agent_factory = agent_factory
@@ -184,6 +196,7 @@ class TurnService:
         owner: str = "",
         answers: Sequence[tuple[str, bool]] = (),
         stream: bool = False,
+        bearer: str | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """Run one turn of ``owner``'s session ``session_id`` (created on its first turn): the one entry point
         of every front door. Yields ``Accepted`` once the request is admitted (a repeated ``key`` is answered
@@ -191,15 +204,17 @@ class TurnService:
         as they happen; then the turn's waiting approvals and ``Completed`` with the stored result (see
         ``events``). Closing the iterator before ``Completed`` abandons the turn: nothing is stored.
 
-        ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least).
+        ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least);
+        ``bearer`` is the caller's validated token, for MCP servers that act as the caller (never stored).
 
         Raises:
             Before ``Accepted``: SessionCorruptError, IdempotencyKeyReusedError, ApprovalsPendingError,
-                ApprovalNotPendingError, SessionConflictError (a lost claim), StoreUnavailableError.
+                ApprovalNotPendingError, SessionConflictError (a lost claim), StoreUnavailableError,
+                ToolServerUnavailableError, UnauthenticatedError (a required MCP server acts as the caller).
             After it (nothing was stored): ModelError, ContentFilteredError, SessionConflictError,
                 SessionTooLargeError, StoreUnavailableError.
         """
-        admitted = await self._admit(session_id, message, key, owner, answers)
+        admitted = await self._admit(session_id, message, key, owner, answers, bearer)
         if isinstance(admitted, TurnResult):  # a replay: the stored turn's end
             yield Accepted(session_id, replayed=True)
             for event in ending(admitted):
@@ -221,26 +236,53 @@ class TurnService:
         *,
         owner: str = "",
         answers: Sequence[tuple[str, bool]] = (),
+        bearer: str | None = None,
     ) -> TurnResult:
         """``turn`` without streaming: the stored (or replayed) result (what its ``Completed`` event carries).
 
         Raises:
             The errors of ``turn``.
         """
-        admitted = await self._admit(session_id, message, key, owner, answers)  # the steps of turn(), without its
+        admitted = await self._admit(
+            session_id, message, key, owner, answers, bearer
+        )  # the steps of turn(), without its
         return admitted if isinstance(admitted, TurnResult) else await self._run(admitted)  # events: no generator
 
     async def _admit(
-        self, session_id: str, message: str | None, key: str | None, owner: str, answers: Sequence[tuple[str, bool]]
+        self,
+        session_id: str,
+        message: str | None,
+        key: str | None,
+        owner: str,
+        answers: Sequence[tuple[str, bool]],
+        bearer: str | None,
     ) -> PreparedTurn | TurnResult:
-        """The turn ready to run (read, checked, approvals claimed), or the stored result of a replay."""
+        """The turn ready to run (read, checked, its tools at hand, approvals claimed), or the stored result of
+        a replay. Tool servers are reached before the claim, so a server that is down leaves nothing stored."""
         admitted = await self.prepare(session_id, message, key, owner=owner, answers=answers)
-        return admitted if isinstance(admitted, TurnResult) else await self.claim(admitted)
+        if isinstance(admitted, TurnResult):
+            return admitted
+        if self.tool_servers is not None:
+            admitted.tools = await self.tool_servers.tools(
+                owner=owner,
+                bearer=bearer,
+                local=self.local_tool_names,
+                needed=approvals.approved_tools(
+                    admitted.record.document if admitted.record else None, admitted.answers
+                ),
+            )
+        return await self.claim(admitted)
+
+    @property
+    def local_tool_names(self) -> frozenset[str]:
+        """The names of the agent's own tools (``AGENT_TOOLS``)."""
+        tools = self.agent.default_options.get("tools") or ()
+        return frozenset(str(getattr(tool, "name", "")) for tool in tools)
 
     async def _run(self, admitted: PreparedTurn) -> TurnResult:
         """Run an admitted turn without streaming and store it."""
         try:
-            response = await self.agent.run(admitted.inputs, session=admitted.session)
+            response = await self.agent.run(admitted.inputs, session=admitted.session, tools=admitted.tools or None)
         except Exception as exc:  # any model, network or tool failure: nothing is stored
             await self._give_up(admitted)
             raise model_failure(exc, self.settings, admitted.session_id) from exc
@@ -274,7 +316,7 @@ class TurnService:
         Raises:
             The errors of ``run_turn``.
         """
-        stream = self.agent.run(prepared.inputs, session=prepared.session, stream=True)
+        stream = self.agent.run(prepared.inputs, session=prepared.session, stream=True, tools=prepared.tools or None)
         steps = ToolSteps(history(prepared.session))
         try:
             async for update in stream:
@@ -318,6 +360,14 @@ class TurnService:
         """
         self.warm.forget(owner, session_id)
         await self.store.remove(session_id, owner)
+
+    async def close(self) -> None:
+        """Close the store's clients and the MCP servers' connections this service opened."""
+        try:
+            if self.tool_servers is not None:
+                await self.tool_servers.close()
+        finally:
+            await self.store.close()
 
     async def _commit(self, prepared: PreparedTurn, response: AgentResponse) -> TurnResult:
         """Write the archived chunk, then the snapshot, conditional on the version read (or claimed)."""
