@@ -54,8 +54,19 @@ class ToolServer:
         """The requests seen (of one JSON-RPC method, when given)."""
         return [s for s in self.seen if rpc is None or s.rpc == rpc]
 
+    def add_tool(self, name: str, function: Callable[..., Any]) -> None:
+        """Add a tool to the running server and announce it (``notifications/tools/list_changed``)."""
+        from mcp.server.subscriptions import ToolsListChanged
+
+        self.tools[name] = function
+        self._mcp.add_tool(self._recorded(name, function), name=name)
+        asyncio.run_coroutine_threadsafe(self._bus.publish(ToolsListChanged()), self._loop).result(timeout=10)
+
     def _app(self) -> Any:
-        server = MCPServer(self.name)
+        from mcp.server.subscriptions import InMemorySubscriptionBus
+
+        self._bus = InMemorySubscriptionBus()
+        server = self._mcp = MCPServer(self.name, subscriptions=self._bus)
         for tool_name, function in self.tools.items():
             server.add_tool(self._recorded(tool_name, function), name=tool_name)
         inner = server.streamable_http_app(streamable_http_path="/mcp")
@@ -124,7 +135,7 @@ class ToolServer:
         app = self._app()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="critical", lifespan="on")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()), daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20
         while not self._server.started:
@@ -132,6 +143,11 @@ class ToolServer:
                 raise RuntimeError(f"MCP server {self.name} did not start")
             time.sleep(0.02)
         return self
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        assert self._server is not None
+        await self._server.serve()
 
     def stop(self) -> None:
         """Stop serving (open connections are closed); ``start`` serves again on the same port."""

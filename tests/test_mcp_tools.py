@@ -311,6 +311,29 @@ async def test_a_server_restarted_mid_run_is_reconnected(make_service):
     assert page["messages"][-2]["result"] == '{"result": 4}'
 
 
+async def test_the_tool_list_is_refreshed_when_the_server_announces_a_change(make_service):
+    def sub(a: int, b: int) -> int:
+        """Subtract."""
+        return a - b
+
+    with ToolServer("calc", {"add": add}) as server:
+        model = ScriptedChatClient(["one", CallTool("sub", {"a": 5, "b": 3}), "2."])
+        service = make_service("memory", model, mcp_servers=servers(calc={"url": server.url, "readOnly": True}))
+        async with await http(service) as client:
+            await client.post(TURN, json={"message": "first"})
+            listed = len(server.requests("tools/list"))
+            server.add_tool("sub", sub)
+            for _ in range(100):  # MAF reloads the list in the background when the server announces it
+                if len(server.requests("tools/list")) > listed:
+                    break
+                await asyncio.sleep(0.05)
+            second = await client.post(TURN, json={"message": "second"})
+    assert model.offered[0] == ["add"]
+    assert model.offered[1] == ["add", "sub"]
+    assert second.json()["reply"] == "2."
+    assert [call[0] for call in server.calls] == ["sub"]
+
+
 async def test_clashing_tool_names_are_prefixed_with_the_server_name(make_service, calc):
     with ToolServer("docs", {"lookup": lookup, "add": add}) as docs:
         model = ScriptedChatClient([CallTool("docs_lookup", {"item": "x"}), "ok"])
