@@ -91,6 +91,12 @@ class SessionConflictError(AgentServiceError):
     status, code, title = 409, "session_conflict", "Session was changed by another request"
 
 
+class StaleTurnError(AgentServiceError):
+    """A request continues a session from a turn that is no longer its latest (a chain cannot branch)."""
+
+    status, code, title = 409, "conversation_moved_on", "The conversation has moved on"
+
+
 class ApprovalsPendingError(AgentServiceError):
     """The session waits for answers to tool approvals; ``extra["pending_approvals"]`` lists them."""
 
@@ -157,3 +163,16 @@ class ToolServerUnavailableError(AgentServiceError):
 
     def __init__(self, detail: str | None = None, *, retry_after_seconds: int = 5, internal: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_seconds))}, internal=internal)
+
+
+class UnsupportedParameterError(AgentServiceError):
+    """A request field this app does not take (or takes only with other values); ``param`` names it."""
+
+    status, code, title = 400, "unsupported_parameter", "Unsupported parameter"
+
+    def __init__(self, detail: str, *, param: str) -> None:
+        super().__init__(detail, extra={"param": param})
+
+
+class ResponseNotFoundError(AgentServiceError):
+    status, code, title = 404, "response_not_found", "Response not found"

@@ -6,11 +6,15 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import httpx
 from agent_framework import (
     BaseChatClient,
     ChatMiddlewareLayer,
@@ -26,7 +30,7 @@ from stateful_agent.platform.settings import Settings
 from stateful_agent.runtime import build_service
 from stateful_agent.stores import SnapshotStore
 from stateful_agent.turns.service import TurnService
-from testkit.servers import LocalPostgres
+from testkit.servers import ROOT, LocalPostgres, clean_env, free_port
 
 
 class ModelDown(RuntimeError):
@@ -273,3 +277,45 @@ def sse_events(body: str) -> list[tuple[str, dict[str, Any]]]:
         fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
         events.append((fields["event"], json.loads(fields["data"])))
     return events
+
+
+@contextmanager
+def devhost(settings_file: Path, *extra: str, output: list[str] | None = None) -> Iterator[str]:
+    """The local host (``python -m stateful_agent.devhost``) in a new process on a free port, with
+    ``settings_file``; yields its base URL once ``/api/health`` answers, and appends its output to ``output``."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stateful_agent.devhost",
+            "--port",
+            str(port),
+            "--settings-file",
+            str(settings_file),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                if httpx.get(f"{base}/api/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "local host did not start"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if output is not None:
+            output.append(process.stdout.read())

@@ -5,55 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 
-from testkit.servers import clean_env, free_port
+from testkit.servers import clean_env
+from testkit.support import devhost
 from tests.conftest import ROOT
-
-
-@contextmanager
-def devhost(settings_file: Path, *extra: str, output: list[str] | None = None) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stateful_agent.devhost",
-            "--port",
-            str(port),
-            "--settings-file",
-            str(settings_file),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
-            try:
-                if httpx.get(f"{base}/api/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "local host did not start"
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        if output is not None:
-            output.append(process.stdout.read())
 
 
 def test_conversation_survives_a_restart_of_the_local_host(tmp_path):
@@ -217,11 +174,13 @@ def test_every_function_is_served_by_its_handler_with_the_route_it_is_registered
     import function_app
     from stateful_agent.devhost import http_functions
     from stateful_agent.http import routes
+    from stateful_agent.http.responses_api import routes as responses
 
     pairs = http_functions(function_app.app)
-    assert len(pairs) == 9
+    assert len(pairs) == 16
+    handlers = {**vars(routes), **vars(responses), "list_conversation_items": responses.list_items}
     for function, trigger in pairs:
-        handler = getattr(routes, function.get_function_name())
+        handler = handlers[function.get_function_name()]
         methods = [str(getattr(method, "value", method)).upper() for method in trigger.methods]
         assert handler.served == (methods[0], trigger.route), function.get_function_name()
         assert len(methods) == 1

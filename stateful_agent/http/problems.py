@@ -66,11 +66,15 @@ def problem_response(error: AgentServiceError, instance: str | None = None) -> R
         return Response(_FALLBACK_PROBLEM, status_code=500, media_type="application/problem+json")
 
 
-def served(method: str, route: str) -> Callable[[Handler], Handler]:
+Renderer = Callable[[AgentServiceError, str], Response]
+
+
+def served(method: str, route: str, render: Renderer | None = None) -> Callable[[Handler], Handler]:
     """Serve ``method`` on ``route`` (as ``function_app`` registers it, without the host's route prefix)
-    inside a span joined to the request's ``traceparent``; turn every exception into a problem response,
-    and log each failed request once (its code, status, session id, and what the client must not see; a
-    traceback only for the unexpected)."""
+    inside a span joined to the request's ``traceparent``; turn every exception into an error response
+    (``render``: a problem document unless the protocol has its own shape), and log each failed request once
+    (its code, status, session id, and what the client must not see; a traceback only for the unexpected)."""
+    render = render or problem_response
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -86,7 +90,7 @@ def served(method: str, route: str) -> Callable[[Handler], Handler]:
                     error = exc if isinstance(exc, AgentServiceError) else unexpected(exc)
                     log_problem(req, error)
                     telemetry.record_problem(span, error.code, error.status, error.unexpected)
-                    response = problem_response(error, req.url.path)
+                    response = render(error, req.url.path)
             span.set_attribute("http.response.status_code", response.status_code)
             if not getattr(response, "ends_span", False):  # a stream ends the span when it ends
                 span.end()

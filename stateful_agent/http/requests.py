@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from itertools import accumulate
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -56,8 +56,21 @@ def limit(req: Request, *, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def session_id(req: Request) -> str:
-    session_id = str(req.path_params.get("session_id", ""))
+def session_id(req: Request, parameter: str = "session_id") -> str:
+    """The session id in the path (``parameter``).
+
+    Raises:
+        InvalidSessionIdError: It is not a valid session id.
+    """
+    return valid_session_id(str(req.path_params.get(parameter, "")))
+
+
+def valid_session_id(session_id: str) -> str:
+    """``session_id`` if it is a valid session id.
+
+    Raises:
+        InvalidSessionIdError: It is not.
+    """
     if not SESSION_ID_PATTERN.fullmatch(session_id):
         raise InvalidSessionIdError(
             "A session id is 1-128 characters: letters, digits, '.', '_', ':' and '-', starting with a letter or digit."
@@ -65,11 +78,16 @@ def session_id(req: Request) -> str:
     return session_id
 
 
-async def turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[tuple[str, bool]]]:
-    """The validated message and approval answers ``(id, approved)`` of a turn request."""
+async def json_object(req: Request, max_bytes: int, shape: str) -> dict[str, Any] | Any:
+    """The request's JSON body (strict: JSON media type, UTF-8, at most ``MAX_JSON_DEPTH`` deep), sized for a
+    message of ``max_bytes``; ``shape`` says what to send when the body is not a JSON object.
+
+    Raises:
+        UnsupportedMediaTypeError, MessageTooLargeError, InvalidJsonError, InvalidRequestError.
+    """
     content_type = req.headers.get("content-type", "").split(";")[0].strip()
     if not _JSON_MEDIA_TYPE.fullmatch(content_type):
-        raise UnsupportedMediaTypeError("Send the turn as JSON with 'Content-Type: application/json'.")
+        raise UnsupportedMediaTypeError("Send the request as JSON with 'Content-Type: application/json'.")
     body = await req.body()
     if len(body) > 6 * max_bytes + 64 * 1024:  # even a fully \u-escaped message of max_bytes fits below this
         raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes.")
@@ -84,7 +102,30 @@ async def turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[t
     except ValueError:
         raise InvalidJsonError("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
-        raise InvalidRequestError(_TURN_SHAPE)
+        raise InvalidRequestError(shape)
+    return payload
+
+
+def checked_message(message: str, max_bytes: int, field: str = "message") -> str:
+    """``message`` if it says something, is valid Unicode and fits ``max_bytes`` in UTF-8.
+
+    Raises:
+        InvalidRequestError, MessageTooLargeError.
+    """
+    if not message.strip():
+        raise InvalidRequestError(f"'{field}' must be a non-empty string.")
+    try:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequestError(f"'{field}' contains unpaired surrogate characters.") from None
+    if size > max_bytes:
+        raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes (MAX_MESSAGE_BYTES).")
+    return message
+
+
+async def turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[tuple[str, bool]]]:
+    """The validated message and approval answers ``(id, approved)`` of a turn request."""
+    payload = await json_object(req, max_bytes, _TURN_SHAPE)
     unknown = sorted(set(payload) - set(TurnRequest.model_fields))
     if unknown:
         names = ", ".join(repr(printable(name, 40)) for name in unknown[:5])
@@ -100,16 +141,7 @@ async def turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[t
         raise InvalidRequestError("'message' must be a non-empty string.") from None
     if request.message is None and request.approvals is None:
         raise InvalidRequestError(_TURN_SHAPE)
-    message = request.message
-    if message is not None:
-        if not message.strip():
-            raise InvalidRequestError("'message' must be a non-empty string.")
-        try:
-            size = len(message.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidRequestError("'message' contains unpaired surrogate characters.") from None
-        if size > max_bytes:
-            raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes (MAX_MESSAGE_BYTES).")
+    message = checked_message(request.message, max_bytes) if request.message is not None else None
     return message, [(answer.id, answer.approved) for answer in request.approvals or ()]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from agent_framework import AgentSession
 
 from ..errors import ConfigurationError, NotReadyError, SessionNotFoundError
@@ -11,6 +13,19 @@ from ..state.warm import WarmWindows
 from ..stores import Record, SnapshotStore
 from . import cursors, transcript
 from .bodies import Approval, Health, Message, MessagePage, Session, SessionPage
+
+
+@dataclass(frozen=True)
+class TranscriptSlice:
+    """Messages ``start``.. of a session's transcript (as ``Message`` views with their ``index``), with what a
+    front door needs to place them: the session's turn count, creation time, size and waiting approvals."""
+
+    session_id: str
+    turns: int
+    created_at: str
+    total: int
+    pending_approvals: list[Approval]
+    messages: list[Message]
 
 
 class SessionReads:
@@ -70,6 +85,29 @@ class SessionReads:
             total=total,
             messages=[Message(index=start + i, **view) for i, view in transcript.views(page, [*page, *live])],
             next_cursor=cursors.message_cursor(end) if end < total else None,
+        )
+
+    async def slice(self, session_id: str, *, start: int, limit: int, owner: str = "") -> TranscriptSlice:
+        """Up to ``limit`` messages of the whole transcript from index ``start`` (clamped to its length; a
+        negative ``start`` counts from its end), read with the session in one load.
+
+        Raises:
+            SessionNotFoundError, SessionCorruptError, StoreUnavailableError.
+        """
+        record, session = await self.load(session_id, owner)
+        live = history(session)
+        document = record.document
+        total = document.archived_count + len(live)
+        start = min(max(start if start >= 0 else total + start, 0), total)
+        end = min(start + max(limit, 0), total)
+        page = await transcript.read_range(self.store, document, live, start, end)
+        return TranscriptSlice(
+            session_id=session_id,
+            turns=document.turns,
+            created_at=document.created_at,
+            total=total,
+            pending_approvals=[Approval(**a.public()) for a in document.approvals if a.state == "pending"],
+            messages=[Message(index=start + i, **view) for i, view in transcript.views(page, [*page, *live])],
         )
 
     async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> SessionPage:

@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Accepted:
-    """The turn was admitted (or is a replay of a stored one); nothing is sent for it."""
+    """The turn was admitted (or is a replay of a stored one); nothing is sent for it. ``turn`` is the number
+    the turn is stored under, ``first`` the transcript index of the first message it adds (its reply)."""
 
     session_id: str
     replayed: bool = False
+    turn: int = 0
+    first: int = 0
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from ..errors import (
     AgentServiceError,
     ConfigurationError,
     SessionConflictError,
+    SessionNotFoundError,
+    StaleTurnError,
 )
 from ..platform import telemetry
 from ..platform.models import model_failure
@@ -55,6 +57,7 @@ class TurnResult:
     approvals: tuple[dict[str, Any], ...] = ()
     usage: Usage | None = None
     replayed: bool = False
+    first: int = 0  # the transcript index of the first message the turn added (not in the response body)
 
     def as_json(self) -> dict[str, Any]:
         """The response body (``bodies.Turn``) as JSON."""
@@ -84,6 +87,8 @@ class PreparedTurn:
     resolved: tuple[str, ...] = ()  # ids of interrupted approvals this turn reports to the model
     stored: list[dict[str, Any]] = field(default_factory=list)  # stored dicts of the window's first messages
     tools: list[FunctionTool] = field(default_factory=list)  # the MCP servers' tools offered to this turn
+    turn: int = 1  # the number this turn is stored under
+    first: int = 0  # the transcript index of the first message the agent adds
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -136,16 +141,19 @@ class TurnService:
         *,
         owner: str = "",
         answers: Sequence[tuple[str, bool]] = (),
+        after_turn: int | None = None,
     ) -> PreparedTurn | TurnResult:
         """Load ``owner``'s session for a turn, or the stored result of a repeated ``key``.
 
-        Another owner's session of the same id is never touched: for this owner it does not exist.
+        Another owner's session of the same id is never touched: for this owner it does not exist. With
+        ``after_turn``, the turn continues the session only if its latest stored turn is that one.
 
         Raises:
             SessionCorruptError: The stored session does not validate or restore.
             IdempotencyKeyReusedError: ``key`` was used with another request.
             ApprovalsPendingError, ApprovalNotPendingError: The request does not answer exactly the
                 pending tool approvals.
+            SessionNotFoundError, StaleTurnError: ``after_turn`` names a turn of no session, or not the latest.
             StoreUnavailableError: The store cannot be reached.
         """
         answers = [approvals.Answer(*answer) for answer in answers]
@@ -157,6 +165,14 @@ class TurnService:
             if replay is not None:
                 return replay
         document = record.document if record else None
+        if after_turn is not None:
+            if document is None or document.turns < after_turn:
+                raise SessionNotFoundError(f"No turn {after_turn} of a session with id '{session_id}'.")
+            if document.turns != after_turn:
+                raise StaleTurnError(
+                    f"The conversation has moved on since turn {after_turn} (it has {document.turns}): continue "
+                    "from its latest turn."
+                )
         now = clock()
         approvals.check(document, answers, now)
         live = history(session)
@@ -166,6 +182,7 @@ class TurnService:
             live = [*live, *approvals.interruption_results(lost)]
             set_history(session, live)
         inputs = approvals.inputs(live, answers, message)
+        first = (document.archived_count if document else 0) + len(live) + len(inputs)
         cut = await archivable_prefix(
             live, inputs[-1], self.strategy, max_messages=self.settings.compaction_max_messages
         )
@@ -185,6 +202,8 @@ class TurnService:
             answers=tuple(answers),
             resolved=tuple(a.id for a in lost),
             stored=stored[cut:],
+            turn=(document.turns if document else 0) + 1,
+            first=first,
         )
 
     async def turn(
@@ -197,6 +216,7 @@ class TurnService:
         answers: Sequence[tuple[str, bool]] = (),
         stream: bool = False,
         bearer: str | None = None,
+        after_turn: int | None = None,
     ) -> AsyncIterator[TurnEvent]:
         """Run one turn of ``owner``'s session ``session_id`` (created on its first turn): the one entry point
         of every front door. Yields ``Accepted`` once the request is admitted (a repeated ``key`` is answered
@@ -205,22 +225,24 @@ class TurnService:
         ``events``). Closing the iterator before ``Completed`` abandons the turn: nothing is stored.
 
         ``message`` is the user's text; ``answers`` answer pending tool approvals (one of them at least);
-        ``bearer`` is the caller's validated token, for MCP servers that act as the caller (never stored).
+        ``bearer`` is the caller's validated token, for MCP servers that act as the caller (never stored);
+        ``after_turn`` makes the turn continue the session only from that turn (a chain of responses).
 
         Raises:
             Before ``Accepted``: SessionCorruptError, IdempotencyKeyReusedError, ApprovalsPendingError,
                 ApprovalNotPendingError, SessionConflictError (a lost claim), StoreUnavailableError,
-                ToolServerUnavailableError, UnauthenticatedError (a required MCP server acts as the caller).
+                ToolServerUnavailableError, UnauthenticatedError (a required MCP server acts as the caller),
+                SessionNotFoundError and StaleTurnError (``after_turn``).
             After it (nothing was stored): ModelError, ContentFilteredError, SessionConflictError,
                 SessionTooLargeError, StoreUnavailableError.
         """
-        admitted = await self._admit(session_id, message, key, owner, answers, bearer)
+        admitted = await self._admit(session_id, message, key, owner, answers, bearer, after_turn)
         if isinstance(admitted, TurnResult):  # a replay: the stored turn's end
-            yield Accepted(session_id, replayed=True)
+            yield Accepted(session_id, replayed=True, turn=admitted.turn, first=admitted.first)
             for event in ending(admitted):
                 yield event
             return
-        yield Accepted(session_id)
+        yield Accepted(session_id, turn=admitted.turn, first=admitted.first)
         if stream:
             async for event in self.stream_turn(admitted):
                 yield event
@@ -243,10 +265,9 @@ class TurnService:
         Raises:
             The errors of ``turn``.
         """
-        admitted = await self._admit(
-            session_id, message, key, owner, answers, bearer
-        )  # the steps of turn(), without its
-        return admitted if isinstance(admitted, TurnResult) else await self._run(admitted)  # events: no generator
+        # The steps of turn(), without its events: no generator.
+        admitted = await self._admit(session_id, message, key, owner, answers, bearer, None)
+        return admitted if isinstance(admitted, TurnResult) else await self._run(admitted)
 
     async def _admit(
         self,
@@ -256,10 +277,11 @@ class TurnService:
         owner: str,
         answers: Sequence[tuple[str, bool]],
         bearer: str | None,
+        after_turn: int | None,
     ) -> PreparedTurn | TurnResult:
         """The turn ready to run (read, checked, its tools at hand, approvals claimed), or the stored result of
         a replay. Tool servers are reached before the claim, so a server that is down leaves nothing stored."""
-        admitted = await self.prepare(session_id, message, key, owner=owner, answers=answers)
+        admitted = await self.prepare(session_id, message, key, owner=owner, answers=answers, after_turn=after_turn)
         if isinstance(admitted, TurnResult):
             return admitted
         if self.tool_servers is not None:
@@ -453,7 +475,14 @@ class TurnService:
             usage.model_dump() if usage else "not reported",
         )
         requested = tuple(a.public() for a in approvals.requested(response.user_input_requests))
-        return TurnResult(session_id=session_id, turn=turn, reply=response.text, approvals=requested, usage=usage)
+        return TurnResult(
+            session_id=session_id,
+            turn=turn,
+            reply=response.text,
+            approvals=requested,
+            usage=usage,
+            first=prepared.first,
+        )
 
     async def _give_up(self, prepared: PreparedTurn) -> None:
         """After a failed turn that had claimed approvals: mark them interrupted (best effort; a claim that
@@ -488,6 +517,7 @@ class TurnService:
             approvals=requested,
             usage=entry.usage,
             replayed=True,
+            first=entry.first,
         )
 
     async def _replay_after_conflict(self, prepared: PreparedTurn) -> TurnResult | None:

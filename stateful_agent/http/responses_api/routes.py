@@ -1,0 +1,243 @@
+"""The Responses API's routes: each maps its request to ``TurnService.turn`` or the read side, and the turn's
+events to Responses objects and stream events. No orchestration and no store access of its own.
+
+Handlers take a FastAPI ``Request`` (the Functions HTTP-streams model); errors are OpenAI error objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request, Response
+
+from ...errors import (
+    AgentServiceError,
+    MethodNotAllowedError,
+    ResponseNotFoundError,
+    SessionNotFoundError,
+    UnsupportedParameterError,
+)
+from ...platform.identity import caller
+from ...runtime import get_service
+from ...turns.idempotency import validate_key
+from .. import requests as http_requests
+from .. import sse
+from ..problems import StrictJSONResponse, log_problem, served, unexpected
+from . import requests, shapes
+from .errors import error_response
+
+if TYPE_CHECKING:
+    from ...turns.service import TurnService
+
+logger = logging.getLogger(__name__)
+_SHAPE = 'Send {"model": "...", "input": "<text>" | [items]}, optionally with "conversation" or "previous_response_id".'
+
+
+@served("POST", "v1/responses", render=error_response)
+async def create_response(req: Request) -> Response:
+    """``POST /v1/responses``: one turn of a conversation, as a response object or (``stream: true``) its
+    stream events. An ``Idempotency-Key`` header makes a retry return the first result."""
+    from ...platform import telemetry
+    from .stream import ResponseBuilder
+
+    turn = telemetry.Turn()
+    try:
+        service, owner = _caller(req)
+        key = validate_key(req.headers.get("idempotency-key"))
+        settings = service.settings
+        body = await http_requests.json_object(req, settings.max_message_bytes, _SHAPE)
+        request = requests.create_response(body, settings.max_message_bytes, key)
+        turn.identify(request.session_id, owner)
+        events = service.turn(
+            request.session_id,
+            request.message,
+            key,
+            owner=owner,
+            answers=request.answers,
+            stream=True,  # a response that does not stream is built from the same events
+            bearer=http_requests.bearer(req) if service.tool_servers is not None else None,
+            after_turn=request.previous.turn if request.previous else None,
+        )
+        try:
+            accepted = await anext(events)
+        except SessionNotFoundError:
+            if request.previous is None:
+                raise
+            raise ResponseNotFoundError(
+                f"No response with id '{request.previous.id}'.", extra={"param": "previous_response_id"}
+            ) from None
+        builder = ResponseBuilder(request, settings.model_label, settings.agent_name)
+        started = builder.start(accepted)
+        if accepted.replayed:
+            replay = await _replay(service, owner, builder, events)
+            turn.done("replayed")
+            if not request.stream:
+                return StrictJSONResponse(builder.response(), headers={"Idempotent-Replayed": "true"})
+            frames = [*started, *replay]
+            return sse.response(_frames(frames), {"Idempotent-Replayed": "true"})
+        if not request.stream:
+            async for event in events:
+                builder.feed(event)
+            turn.done("stored")
+            return StrictJSONResponse(builder.response())
+    except AgentServiceError as error:
+        turn.done(error.code)
+        raise
+    live = _live(events, builder, started, req, turn)
+    response = sse.response(sse.with_keepalive(live, settings.sse_keepalive_seconds), {})
+    response.ends_span = True  # type: ignore[attr-defined]  # the stream ends the request's span
+    return response
+
+
+@served("GET", "v1/responses/{response_id}", render=error_response)
+async def get_response(req: Request) -> Response:
+    """``GET /v1/responses/{response_id}``: the stored turn a response id names (its output items; usage is
+    reported only when the response is made)."""
+    service, owner = _caller(req)
+    ref = requests.parse_response_id(str(req.path_params.get("response_id", "")))
+    try:
+        view = await service.sessions.slice(ref.session_id, start=ref.first, limit=shapes.PAGE_MESSAGES, owner=owner)
+    except SessionNotFoundError:
+        raise ResponseNotFoundError(f"No response with id '{ref.id}'.") from None
+    if ref.turn > view.turns or ref.first > view.total:
+        raise ResponseNotFoundError(f"No response with id '{ref.id}'.")
+    label = service.settings.agent_name
+    output = shapes.turn_output(view.messages, ref.turn, label)
+    if ref.turn == view.turns:
+        output += [shapes.approval_request(approval, label) for approval in view.pending_approvals]
+    body = shapes.response(ref, status="completed", model=service.settings.model_label, output=output, completed=True)
+    return StrictJSONResponse(body)
+
+
+@served("DELETE", "v1/responses/{response_id}", render=error_response)
+async def delete_response(req: Request) -> Response:
+    """``DELETE /v1/responses/{response_id}``: refused; a response is a turn of its conversation."""
+    _caller(req)
+    requests.parse_response_id(str(req.path_params.get("response_id", "")))
+    raise MethodNotAllowedError(
+        "A response is a turn of its conversation and cannot be deleted alone; delete the conversation "
+        "(DELETE /v1/conversations/{id})."
+    )
+
+
+@served("POST", "v1/conversations", render=error_response)
+async def create_conversation(req: Request) -> Response:
+    """``POST /v1/conversations``: a new conversation id (a session id); nothing is stored until its first
+    response."""
+    from ...state.documents import utc_now
+
+    service, _ = _caller(req)
+    if req.headers.get("content-length") not in (None, "0"):
+        body = await http_requests.json_object(req, service.settings.max_message_bytes, "Send a JSON object.")
+        for name, value in body.items():
+            if name in ("items", "metadata") and not value:
+                continue
+            raise UnsupportedParameterError(
+                f"'{name}' is not supported when creating a conversation: start it with POST /v1/responses.",
+                param=name,
+            )
+    return StrictJSONResponse(shapes.conversation(requests.new_conversation_id(), utc_now()))
+
+
+@served("GET", "v1/conversations/{conversation_id}", render=error_response)
+async def get_conversation(req: Request) -> Response:
+    """``GET /v1/conversations/{conversation_id}``: the conversation (404 until its first response)."""
+    service, owner = _caller(req)
+    session_id = _conversation_id(req)
+    view = await service.sessions.slice(session_id, start=0, limit=0, owner=owner)
+    return StrictJSONResponse(shapes.conversation(session_id, view.created_at))
+
+
+@served("DELETE", "v1/conversations/{conversation_id}", render=error_response)
+async def delete_conversation(req: Request) -> Response:
+    """``DELETE /v1/conversations/{conversation_id}``: deletes the session and its transcript."""
+    service, owner = _caller(req)
+    session_id = _conversation_id(req)
+    await service.delete(session_id, owner=owner)
+    return StrictJSONResponse({"id": session_id, "object": "conversation.deleted", "deleted": True})
+
+
+@served("GET", "v1/conversations/{conversation_id}/items", render=error_response)
+async def list_items(req: Request) -> Response:
+    """``GET /v1/conversations/{conversation_id}/items?after=&limit=&order=``: the conversation's items."""
+    service, owner = _caller(req)
+    session_id = _conversation_id(req)
+    after_index, limit, order = requests.list_query(req.query_params)
+    after = req.query_params.get("after")
+    label, size = service.settings.agent_name, shapes.PAGE_MESSAGES
+    if order == "asc":
+        start = after_index or 0
+        view = await service.sessions.slice(session_id, start=start, limit=size + 1, owner=owner)
+        end = start + size
+        items = [item for index, item in shapes.conversation_items(view.messages, label) if index < end]
+        page, more = shapes.item_page(items, after, limit)
+        more = more or (end < view.total and len(page) < limit)
+    else:
+        if after_index is None:
+            view = await service.sessions.slice(session_id, start=-size, limit=size, owner=owner)
+            low = view.total - len(view.messages)
+        else:
+            low = max(after_index + 1 - size, 0)
+            view = await service.sessions.slice(session_id, start=low, limit=after_index + 2 - low, owner=owner)
+        high = low + size if after_index is None else after_index + 1
+        items = [item for index, item in reversed(shapes.conversation_items(view.messages, label)) if index < high]
+        page, more = shapes.item_page(items, after, limit)
+        more = more or (low > 0 and len(page) < limit)
+    return StrictJSONResponse(shapes.item_list(page, more))
+
+
+async def _replay(service: TurnService, owner: str, builder: Any, events: AsyncIterator[Any]) -> list[dict[str, Any]]:
+    """The first response's output again (read from the transcript), for a repeated ``Idempotency-Key``."""
+    rest = [event async for event in events]  # the stored turn's waiting approvals and its result
+    assert builder.ref is not None
+    view = await service.sessions.slice(
+        builder.ref.session_id, start=builder.ref.first, limit=shapes.PAGE_MESSAGES, owner=owner
+    )
+    frames = builder.items(shapes.turn_output(view.messages, builder.ref.turn, builder.label))
+    for event in rest:
+        frames += builder.feed(event)
+    return frames
+
+
+async def _frames(frames: list[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for frame in frames:
+        yield sse.frame(frame["type"], frame)
+
+
+async def _live(
+    events: AsyncIterator[Any], builder: Any, started: list[dict[str, Any]], req: Request, turn: Any
+) -> AsyncIterator[bytes]:
+    """The stream events of a live turn; a failure after it began is ``error`` and ``response.failed``."""
+    from ...turns.events import Completed
+
+    with turn.streaming():
+        try:
+            for frame in started:
+                yield sse.frame(frame["type"], frame)
+            async for event in events:
+                if isinstance(event, Completed):
+                    turn.done("stored")
+                for frame in builder.feed(event):
+                    yield sse.frame(frame["type"], frame)
+        except (asyncio.CancelledError, GeneratorExit):
+            logger.warning("%s %s (stream) abandoned by the client; nothing was stored", req.method, req.url.path)
+            turn.done("abandoned")
+            raise
+        except Exception as exc:
+            error = exc if isinstance(exc, AgentServiceError) else unexpected(exc)
+            log_problem(req, error, stream=True)
+            turn.failed(error)
+            for frame in builder.fail(error):
+                yield sse.frame(frame["type"], frame)
+
+
+def _caller(req: Request) -> tuple[TurnService, str]:
+    service = get_service()
+    return service, caller(req.headers, service.settings).owner
+
+
+def _conversation_id(req: Request) -> str:
+    return requests.conversation_id(str(req.path_params.get("conversation_id", "")))
