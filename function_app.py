@@ -1,6 +1,8 @@
-"""Azure Functions entry point: the routes, and nothing else. Handlers live in ``stateful_agent.http.routes``."""
+"""Azure Functions entry point: the routes, and nothing else. Handlers live in ``stateful_agent.http.routes`` and
+``stateful_agent.http.responses_api.routes``."""
 
 import gc
+from types import ModuleType
 
 gc.disable()  # a cold start allocates much and frees little: no collections until the first request is served
 
@@ -8,7 +10,6 @@ import azure.functions as func  # noqa: E402
 from azurefunctions.extensions.http.fastapi import Request, Response  # noqa: E402
 
 from stateful_agent.http import routes  # noqa: E402
-from stateful_agent.http.responses_api import routes as responses  # noqa: E402
 from stateful_agent.platform.settings import anonymous_session_routes  # noqa: E402
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -61,37 +62,43 @@ async def health(req: Request) -> Response:
     return await routes.health(req)
 
 
-# The OpenAI Responses API over the same sessions (docs/responses.md).
+# The OpenAI Responses API over the same sessions (docs/responses.md); its module loads on its first request.
+def responses() -> ModuleType:
+    from stateful_agent.http.responses_api import routes as handlers
+
+    return handlers
+
+
 @app.route(route="v1/responses", methods=["POST"], auth_level=SESSIONS)
 async def create_response(req: Request) -> Response:
-    return await responses.create_response(req)
+    return await responses().create_response(req)
 
 
 @app.route(route="v1/responses/{response_id}", methods=["GET"], auth_level=SESSIONS)
 async def get_response(req: Request) -> Response:
-    return await responses.get_response(req)
+    return await responses().get_response(req)
 
 
 @app.route(route="v1/responses/{response_id}", methods=["DELETE"], auth_level=SESSIONS)
 async def delete_response(req: Request) -> Response:
-    return await responses.delete_response(req)
+    return await responses().delete_response(req)
 
 
 @app.route(route="v1/conversations", methods=["POST"], auth_level=SESSIONS)
 async def create_conversation(req: Request) -> Response:
-    return await responses.create_conversation(req)
+    return await responses().create_conversation(req)
 
 
 @app.route(route="v1/conversations/{conversation_id}", methods=["GET"], auth_level=SESSIONS)
 async def get_conversation(req: Request) -> Response:
-    return await responses.get_conversation(req)
+    return await responses().get_conversation(req)
 
 
 @app.route(route="v1/conversations/{conversation_id}", methods=["DELETE"], auth_level=SESSIONS)
 async def delete_conversation(req: Request) -> Response:
-    return await responses.delete_conversation(req)
+    return await responses().delete_conversation(req)
 
 
 @app.route(route="v1/conversations/{conversation_id}/items", methods=["GET"], auth_level=SESSIONS)
 async def list_conversation_items(req: Request) -> Response:
-    return await responses.list_items(req)
+    return await responses().list_items(req)

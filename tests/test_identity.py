@@ -267,7 +267,7 @@ def test_session_routes_are_anonymous_at_the_functions_level_only_with_easy_auth
     assert levels.pop("health GET") == "anonymous"
     assert levels.pop("ui GET") == "anonymous"  # the chat page holds no data; its API calls are checked
     assert set(levels.values()) == {level}
-    assert len(levels) == 7  # the six session routes and GET /api/me
+    assert len(levels) == 14  # the six session routes, GET /api/me and the Responses API's seven
 
 
 # -- listing ------------------------------------------------------------------------------------------------
