@@ -102,3 +102,26 @@ async def delete_conversation(req: Request) -> Response:
 @app.route(route="v1/conversations/{conversation_id}/items", methods=["GET"], auth_level=SESSIONS)
 async def list_conversation_items(req: Request) -> Response:
     return await responses().list_items(req)
+
+
+# The agent as an MCP server: one tool, ask (docs/agents.md); its module loads on its first request.
+@app.route(route="mcp", methods=["POST"], auth_level=SESSIONS)
+async def mcp(req: Request) -> Response:
+    from stateful_agent.http import mcp_endpoint
+
+    return await mcp_endpoint.mcp(req)
+
+
+# The agent over A2A (docs/agents.md): its public card, and JSON-RPC; the module loads on its first request.
+@app.route(route=".well-known/agent-card.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def agent_card(req: Request) -> Response:
+    from stateful_agent.http import a2a_endpoint
+
+    return await a2a_endpoint.card(req)
+
+
+@app.route(route="a2a", methods=["POST"], auth_level=SESSIONS)
+async def a2a(req: Request) -> Response:
+    from stateful_agent.http import a2a_endpoint
+
+    return await a2a_endpoint.a2a(req)

@@ -173,12 +173,19 @@ def test_garbage_collection_waits_for_the_first_request_then_skips_startup_objec
 def test_every_function_is_served_by_its_handler_with_the_route_it_is_registered_on():
     import function_app
     from stateful_agent.devhost import http_functions
-    from stateful_agent.http import routes
+    from stateful_agent.http import a2a_endpoint, mcp_endpoint, routes
     from stateful_agent.http.responses_api import routes as responses
 
     pairs = http_functions(function_app.app)
-    assert len(pairs) == 16
-    handlers = {**vars(routes), **vars(responses), "list_conversation_items": responses.list_items}
+    assert len(pairs) == 19
+    handlers = {
+        **vars(routes),
+        **vars(responses),
+        "list_conversation_items": responses.list_items,
+        "mcp": mcp_endpoint.mcp,
+        "agent_card": a2a_endpoint.card,
+        "a2a": a2a_endpoint.a2a,
+    }
     for function, trigger in pairs:
         handler = handlers[function.get_function_name()]
         methods = [str(getattr(method, "value", method)).upper() for method in trigger.methods]

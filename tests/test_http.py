@@ -75,6 +75,9 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
         ("GET", "v1/conversations/{conversation_id}"): "function",
         ("DELETE", "v1/conversations/{conversation_id}"): "function",
         ("GET", "v1/conversations/{conversation_id}/items"): "function",
+        ("POST", "mcp"): "function",
+        ("GET", ".well-known/agent-card.json"): "anonymous",
+        ("POST", "a2a"): "function",
     }
 
 

@@ -266,8 +266,9 @@ def test_session_routes_are_anonymous_at_the_functions_level_only_with_easy_auth
     levels = json.loads(completed.stdout.strip().splitlines()[-1])
     assert levels.pop("health GET") == "anonymous"
     assert levels.pop("ui GET") == "anonymous"  # the chat page holds no data; its API calls are checked
+    assert levels.pop(".well-known/agent-card.json GET") == "anonymous"  # the public A2A agent card
     assert set(levels.values()) == {level}
-    assert len(levels) == 14  # the six session routes, GET /api/me and the Responses API's seven
+    assert len(levels) == 16  # the six session routes, GET /api/me, the Responses API's seven, MCP and A2A
 
 
 # -- listing ------------------------------------------------------------------------------------------------

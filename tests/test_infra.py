@@ -244,7 +244,9 @@ def test_easy_auth_is_configured_only_when_an_app_registration_is_given():
     assert module.count("name: 'authsettingsV2'") == 1
     assert "AUTH_MODE: easyAuth ? 'easyauth' : 'none'" in module
     auth = module[module.index("name: 'authsettingsV2'") : module.index("resource ftpPublishing")]
-    assert "excludedPaths: [\n        '/api/health'\n        '/api/ui'\n      ]" in auth  # the page signs in itself
+    # the page signs in itself; the A2A agent card is public by the protocol
+    excluded = ["'/api/health'", "'/api/ui'", "'/api/.well-known/agent-card.json'"]
+    assert "excludedPaths: [\n" + "".join(f"        {path}\n" for path in excluded) + "      ]" in auth
     assert "clientSecret" not in auth  # keyless: bearer tokens need no secret
 
 

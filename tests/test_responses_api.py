@@ -372,12 +372,14 @@ def test_two_users_under_easy_auth_never_see_each_others_responses(app):
         return client_for(served.base, default_headers=headers, max_retries=0)
 
     alice, bob = user("alice"), user("bob")
+    theirs = bob.responses.create(model="m", input="bob here", conversation="shared-name")
     mine = alice.responses.create(model="m", input="alice's secret", conversation="shared-name")
-    with pytest.raises(openai.NotFoundError):
+    assert "I see 0 earlier message(s)" in mine.output_text  # the same name is alice's own conversation
+    assert mine.id.split(".")[:3] == theirs.id.split(".")[:3]  # the same session name, turn and position
+    with pytest.raises(openai.NotFoundError):  # yet alice's response id names nothing of bob's
         bob.responses.retrieve(mine.id)
     with pytest.raises(openai.NotFoundError):
         bob.responses.create(model="m", input="continue", previous_response_id=mine.id)
-    theirs = bob.responses.create(model="m", input="bob here", conversation="shared-name")
-    assert "I see 0 earlier message(s)" in theirs.output_text  # the same name is bob's own conversation
+    assert bob.responses.retrieve(theirs.id).output_text == theirs.output_text
     assert next(i.content[0].text for i in bob.conversations.items.list("shared-name", order="asc")) == "bob here"
     assert "alice" not in json.dumps([i.model_dump() for i in bob.conversations.items.list("shared-name")])

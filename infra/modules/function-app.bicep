@@ -189,10 +189,11 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (easyAuth) {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      // The health probe, and the chat page, which holds no data and signs the user in itself.
+      // The health probe; the chat page, which holds no data and signs the user in itself; the public A2A agent card.
       excludedPaths: [
         '/api/health'
         '/api/ui'
+        '/api/.well-known/agent-card.json'
       ]
     }
     httpSettings: {

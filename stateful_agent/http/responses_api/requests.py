@@ -1,7 +1,8 @@
 """What the Responses door accepts: ``POST /v1/responses`` bodies, conversation requests, and its ids.
 
 A response id names the session, the turn and where the turn's reply starts in the transcript, so a later
-request finds them with one point read: ``resp_<session id, base64url>.<turn>.<first message>.<created>``.
+request finds them with one point read: ``resp_<session id, base64url>.<turn>.<first message>.<created>.<owner>``
+(a fingerprint of the caller: another caller's response id names nothing of theirs).
 Fields that would change the agent (its tools, instructions, sampling) are refused, never silently ignored.
 """
 
@@ -49,31 +50,39 @@ AGENT_FIELDS = frozenset(
         "conversation_id",
     }
 )
-_RESPONSE_ID = re.compile(r"resp_([A-Za-z0-9_-]{1,172})\.([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,12})")
+_RESPONSE_ID = re.compile(r"resp_([A-Za-z0-9_-]{1,172})\.([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,12})\.([0-9a-f]{8})")
 _ITEM_ID = re.compile(r"(?:msg|mcp|mcpr)_([0-9]{1,9})(?:_[0-9]{1,4})?")
 _MAX_METADATA = 16
 
 
+def owner_tag(owner: str) -> str:
+    """A short fingerprint of a caller, carried in its response ids."""
+    return hashlib.sha256(f"response:{owner}".encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class ResponseRef:
-    """What a response id names: the session, the turn, the index of the turn's first reply message, and when."""
+    """What a response id names: the session, the turn, the index of the turn's first reply message, when, and
+    whose it is."""
 
     session_id: str
     turn: int
     first: int
     created: int
+    owner: str = ""  # the caller's fingerprint (``owner_tag``)
 
     @property
     def id(self) -> str:
         encoded = base64.urlsafe_b64encode(self.session_id.encode()).decode().rstrip("=")
-        return f"resp_{encoded}.{self.turn}.{self.first}.{self.created}"
+        return f"resp_{encoded}.{self.turn}.{self.first}.{self.created}.{self.owner}"
 
 
-def parse_response_id(text: str, *, param: str | None = None) -> ResponseRef:
-    """The session, turn and position a response id names.
+def parse_response_id(text: str, owner: str, *, param: str | None = None) -> ResponseRef:
+    """The session, turn and position a response id of ``owner`` names.
 
     Raises:
-        ResponseNotFoundError: ``text`` is not a response id this app made (``param`` names the field).
+        ResponseNotFoundError: ``text`` is not a response id this app made for this caller (``param`` names
+            the field).
     """
     match = _RESPONSE_ID.fullmatch(text)
     session_id = ""
@@ -83,12 +92,13 @@ def parse_response_id(text: str, *, param: str | None = None) -> ResponseRef:
             session_id = base64.urlsafe_b64decode(padded).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
             session_id = ""
-    if not match or not SESSION_ID_PATTERN.fullmatch(session_id) or int(match.group(2)) < 1:
+    tag = owner_tag(owner)
+    if not match or not SESSION_ID_PATTERN.fullmatch(session_id) or int(match.group(2)) < 1 or match.group(5) != tag:
         error = ResponseNotFoundError(f"No response with id '{text}'.")
         if param:
             error.extra["param"] = param
         raise error
-    return ResponseRef(session_id, int(match.group(2)), int(match.group(3)), int(match.group(4)))
+    return ResponseRef(session_id, int(match.group(2)), int(match.group(3)), int(match.group(4)), tag)
 
 
 def item_index(item_id: str) -> int:
@@ -125,10 +135,11 @@ class CreateResponse:
     metadata: dict[str, str] = field(default_factory=dict)
     previous: ResponseRef | None = None  # with ``previous_response_id``: the response this one continues
     conversation: bool = False  # the caller named the conversation
+    owner: str = ""  # the caller's fingerprint (``owner_tag``)
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def create_response(body: dict[str, Any], max_bytes: int, key: str | None) -> CreateResponse:
+def create_response(body: dict[str, Any], max_bytes: int, key: str | None, owner: str) -> CreateResponse:
     """Check a ``POST /v1/responses`` body.
 
     Raises:
@@ -168,13 +179,13 @@ def create_response(body: dict[str, Any], max_bytes: int, key: str | None) -> Cr
             raise InvalidRequestError(
                 "'previous_response_id' must be a string.", extra={"param": "previous_response_id"}
             )
-        ref = parse_response_id(previous, param="previous_response_id")
-        return CreateResponse(ref.session_id, message, answers, stream, model, metadata, previous=ref)
+        ref = parse_response_id(previous, owner, param="previous_response_id")
+        return CreateResponse(ref.session_id, message, answers, stream, model, metadata, previous=ref, owner=ref.owner)
+    tag = owner_tag(owner)
     if conversation is not None:
-        return CreateResponse(
-            conversation_id(conversation), message, answers, stream, model, metadata, conversation=True
-        )
-    return CreateResponse(new_conversation_id(key), message, answers, stream, model, metadata)
+        session_id = conversation_id(conversation)
+        return CreateResponse(session_id, message, answers, stream, model, metadata, conversation=True, owner=tag)
+    return CreateResponse(new_conversation_id(key), message, answers, stream, model, metadata, owner=tag)
 
 
 def conversation_id(value: Any) -> str:

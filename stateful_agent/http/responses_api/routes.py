@@ -49,7 +49,7 @@ async def create_response(req: Request) -> Response:
         key = validate_key(req.headers.get("idempotency-key"))
         settings = service.settings
         body = await http_requests.json_object(req, settings.max_message_bytes, _SHAPE)
-        request = requests.create_response(body, settings.max_message_bytes, key)
+        request = requests.create_response(body, settings.max_message_bytes, key, owner)
         turn.identify(request.session_id, owner)
         events = service.turn(
             request.session_id,
@@ -97,7 +97,7 @@ async def get_response(req: Request) -> Response:
     """``GET /v1/responses/{response_id}``: the stored turn a response id names (its output items; usage is
     reported only when the response is made)."""
     service, owner = _caller(req)
-    ref = requests.parse_response_id(str(req.path_params.get("response_id", "")))
+    ref = requests.parse_response_id(str(req.path_params.get("response_id", "")), owner)
     try:
         view = await service.sessions.slice(ref.session_id, start=ref.first, limit=shapes.PAGE_MESSAGES, owner=owner)
     except SessionNotFoundError:
@@ -115,8 +115,8 @@ async def get_response(req: Request) -> Response:
 @served("DELETE", "v1/responses/{response_id}", render=error_response)
 async def delete_response(req: Request) -> Response:
     """``DELETE /v1/responses/{response_id}``: refused; a response is a turn of its conversation."""
-    _caller(req)
-    requests.parse_response_id(str(req.path_params.get("response_id", "")))
+    _, owner = _caller(req)
+    requests.parse_response_id(str(req.path_params.get("response_id", "")), owner)
     raise MethodNotAllowedError(
         "A response is a turn of its conversation and cannot be deleted alone; delete the conversation "
         "(DELETE /v1/conversations/{id})."

@@ -35,7 +35,9 @@ class ResponseBuilder:
 
     def start(self, accepted: Accepted) -> list[dict[str, Any]]:
         """``response.created`` and ``response.in_progress``, once the turn is admitted."""
-        self.ref = ResponseRef(accepted.session_id, accepted.turn, accepted.first, self.request.created)
+        self.ref = ResponseRef(
+            accepted.session_id, accepted.turn, accepted.first, self.request.created, self.request.owner
+        )
         return [self._lifecycle("response.created"), self._lifecycle("response.in_progress")]
 
     def feed(self, event: TurnEvent) -> list[dict[str, Any]]:
