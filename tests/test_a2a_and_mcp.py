@@ -4,6 +4,7 @@ official ``mcp`` client, over a real socket (the local host in a new process; re
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from pathlib import Path
 
@@ -77,6 +78,14 @@ def test_the_agent_card_is_spec_compliant_and_matches_the_auth_mode(tmp_path):
         card = httpx.get(f"{base}/api/.well-known/agent-card.json").json()  # public: no principal needed
     assert card["securitySchemes"]["entra"]["httpAuthSecurityScheme"]["scheme"] == "Bearer"
     assert card["securityRequirements"] == [{"schemes": {"entra": {}}}]
+
+
+async def test_the_sdk_resolves_the_card_and_connects_without_a_warning(tmp_path, caplog, recwarn):
+    with devhost(settings_file(tmp_path)) as base, caplog.at_level(logging.WARNING):
+        client = await a2a_client(base)
+        await client.close()
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("a2a")] == []
+    assert [str(w.message) for w in recwarn if "a2a" in str(w.filename)] == []
 
 
 async def test_send_stream_and_get_a_task_from_a_restarted_app(tmp_path):

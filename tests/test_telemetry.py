@@ -183,6 +183,33 @@ async def test_an_mcp_tool_call_is_traced_with_its_server_and_the_callers_token_
         assert not [text for text in texts if "caller-token-123" in text], span.name
 
 
+async def test_each_mcp_and_a2a_call_is_one_trace_with_its_turn_inside(make_service, finished):
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    service = make_service("memory", ScriptedChatClient(["one", "two", "three"]))
+    await runtime.install(service)
+    transport = httpx2.ASGITransport(app=build_app())
+    async with (
+        httpx2.AsyncClient(transport=transport, base_url="http://t") as http,
+        Client(streamable_http_client("http://t/api/mcp", http_client=http)) as client,
+    ):
+        await client.call_tool("ask", {"message": "first", "conversation": "c"})
+        await client.call_tool("ask", {"message": "second", "conversation": "c"})
+    message = {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "third"}]}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}
+    assert (await request(service, "POST", "/api/a2a", json=body)).status_code == 200
+    spans = finished()
+    agents = [s for s in spans if s.name.startswith("invoke_agent")]
+    assert len(agents) == 3
+    for agent in agents:  # its trace holds exactly one request (the mcp client's own span may be its root)
+        names = [s.name for s in spans if s.context.trace_id == agent.context.trace_id]
+        assert names.count("POST /api/mcp") + names.count("POST /api/a2a") == 1
+    assert len({agent.context.trace_id for agent in agents}) == 3  # one trace per call
+    assert agents[-1].context.trace_id == int(TRACE_ID, 16)  # the caller's traceparent
+
+
 async def test_an_archiving_turn_traces_the_transcript_write(make_service, finished):
     service = make_service("memory", compaction_max_messages=4)
     for i in range(2):

@@ -13,6 +13,7 @@ per process and event loop); this module bridges one Functions request to it and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -76,7 +77,9 @@ class Endpoint:
                 started.set()
                 await asyncio.Event().wait()
 
-        self._task = asyncio.create_task(run())
+        # The long-lived manager must not keep this first request's context (its span); each call runs in the
+        # context of the request that carries it (the manager starts its task from there).
+        self._task = asyncio.create_task(run(), context=contextvars.Context())
         await started.wait()
 
     async def _list_tools(self, ctx: Any, params: Any) -> Any:
