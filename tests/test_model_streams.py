@@ -268,3 +268,31 @@ def test_fragments_without_an_id_join_the_call_of_their_index():
     finished = AgentResponseUpdate(contents=[], role="assistant", finish_reason="tool_calls")
     events = steps.feed(finished)
     assert [e.data["arguments"] for e in events] == [{"item": "a"}, {"item": "b"}]
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+async def test_the_responses_api_shows_interleaved_parallel_calls_as_one_mcp_call_each(model_app, flavor):
+    import httpx2
+    import openai
+    from openai.types.responses import ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    calls = [Call("lookup", {"item": city}) for city in ("Oslo", "Lima", "Pune")]
+    _server, _client = await model_app([Calls(calls, interleave=True), Reply("All 42.")], flavor=flavor)
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=build_app()), base_url="http://t")
+    client = openai.AsyncOpenAI(base_url="http://t/api/v1", api_key="local", http_client=http, max_retries=0)
+    async with client.responses.stream(model="m", input="look them up") as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    await client.close()
+    adapter = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        adapter.validate_python(event.model_dump(mode="json", exclude_unset=True, warnings=False))
+    items = [item for item in final.output if item.type == "mcp_call"]
+    assert [json.loads(item.arguments) for item in items] == [{"item": "Oslo"}, {"item": "Lima"}, {"item": "Pune"}]
+    assert [item.output for item in items] == ["Oslo: 42", "Lima: 42", "Pune: 42"]
+    assert all(item.status == "completed" for item in items)
+    assert final.output_text == "All 42."
+    assert final.usage.total_tokens > 0
+    added = [e for e in events if e.type == "response.output_item.added" and e.item.type == "mcp_call"]
+    assert len(added) == 3  # one item per call, however the model streamed its fragments
