@@ -383,3 +383,33 @@ def test_two_users_under_easy_auth_never_see_each_others_responses(app):
     assert bob.responses.retrieve(theirs.id).output_text == theirs.output_text
     assert next(i.content[0].text for i in bob.conversations.items.list("shared-name", order="asc")) == "bob here"
     assert "alice" not in json.dumps([i.model_dump() for i in bob.conversations.items.list("shared-name")])
+
+
+def test_an_unavailable_store_is_503_with_retry_after_and_the_client_retries_it(app):
+    from stateful_agent.errors import StoreUnavailableError
+    from stateful_agent.stores.memory import MemorySnapshotStore
+
+    class Down(MemorySnapshotStore):
+        async def read(self, *args, **kwargs):
+            raise StoreUnavailableError(
+                "The session store cannot be reached; try again shortly.", retry_after_seconds=1
+            )
+
+    served = app("memory")
+    served.service.store = Down()
+    seen = []
+    transport = httpx2.HTTPTransport()
+
+    class Counting(httpx2.BaseTransport):
+        def handle_request(self, request):
+            seen.append(request.url.path)
+            return transport.handle_request(request)
+
+    client = client_for(served.base, http_client=httpx2.Client(transport=Counting()), max_retries=1)
+    with pytest.raises(openai.InternalServerError) as raised:
+        client.responses.create(model="m", input="hi")
+    assert raised.value.status_code == 503
+    assert raised.value.code == "store_unavailable"
+    assert raised.value.response.headers["retry-after"] == "1"
+    assert "x-should-retry" not in raised.value.response.headers
+    assert len(seen) == 2  # retried once, as the client does for a 503
