@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from fastapi import Request
@@ -34,18 +34,29 @@ async def encoded(events: AsyncIterator[Any]) -> AsyncIterator[bytes]:
         yield frame(event.kind, event.data)
 
 
-async def live(events: AsyncIterator[Any], req: Request, turn: Any) -> AsyncIterator[bytes]:
-    """``delta``, ``tool_call`` and ``tool_result`` events while the model works, then ``approval`` events and
-    ``done`` (stored), or ``error`` (nothing stored). Runs inside the request's span and ends it."""
+async def live(
+    events: AsyncIterator[Any],
+    req: Request,
+    turn: Any,
+    encode: Callable[[Any], Iterable[bytes]] | None = None,
+    failure: Callable[[AgentServiceError], Iterable[bytes]] | None = None,
+) -> AsyncIterator[bytes]:
+    """A live turn's events as they happen: by default this API's own (``delta``, ``tool_call`` and
+    ``tool_result`` events while the model works, then ``approval`` events and ``done``, or ``error`` when the
+    turn fails and nothing is stored); another protocol passes its own ``encode`` and ``failure``. Runs inside
+    the request's span and ends it; a client that goes away abandons the turn."""
     from ..turns.events import Completed
 
     instance = req.url.path
+    encode = encode or (lambda event: [frame(event.kind, event.data)])
+    failure = failure or (lambda error: [frame("error", problem(error, instance))])
     with turn.streaming():
         try:
             async for event in events:
                 if isinstance(event, Completed):
                     turn.done("stored")
-                yield frame(event.kind, event.data)
+                for encoded_event in encode(event):
+                    yield encoded_event
         except (asyncio.CancelledError, GeneratorExit):
             logger.warning("%s %s (stream) abandoned by the client; nothing was stored", req.method, instance)
             turn.done("abandoned")
@@ -54,7 +65,8 @@ async def live(events: AsyncIterator[Any], req: Request, turn: Any) -> AsyncIter
             error = exc if isinstance(exc, AgentServiceError) else unexpected(exc)
             log_problem(req, error, stream=True)
             turn.failed(error)
-            yield frame("error", problem(error, instance))
+            for encoded_event in failure(error):
+                yield encoded_event
 
 
 async def with_keepalive(events: AsyncIterator[bytes], interval: float) -> AsyncIterator[bytes]:

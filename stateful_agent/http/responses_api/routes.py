@@ -6,7 +6,6 @@ Handlers take a FastAPI ``Request`` (the Functions HTTP-streams model); errors a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from ...runtime import get_service
 from ...turns.idempotency import validate_key
 from .. import requests as http_requests
 from .. import sse
-from ..problems import StrictJSONResponse, log_problem, served, unexpected
+from ..problems import StrictJSONResponse, served
 from . import requests, shapes
 from .errors import error_response
 
@@ -211,27 +210,17 @@ async def _live(
     events: AsyncIterator[Any], builder: Any, started: list[dict[str, Any]], req: Request, turn: Any
 ) -> AsyncIterator[bytes]:
     """The stream events of a live turn; a failure after it began is ``error`` and ``response.failed``."""
-    from ...turns.events import Completed
-
-    with turn.streaming():
-        try:
-            for frame in started:
-                yield sse.frame(frame["type"], frame)
-            async for event in events:
-                if isinstance(event, Completed):
-                    turn.done("stored")
-                for frame in builder.feed(event):
-                    yield sse.frame(frame["type"], frame)
-        except (asyncio.CancelledError, GeneratorExit):
-            logger.warning("%s %s (stream) abandoned by the client; nothing was stored", req.method, req.url.path)
-            turn.done("abandoned")
-            raise
-        except Exception as exc:
-            error = exc if isinstance(exc, AgentServiceError) else unexpected(exc)
-            log_problem(req, error, stream=True)
-            turn.failed(error)
-            for frame in builder.fail(error):
-                yield sse.frame(frame["type"], frame)
+    for frame in started:
+        yield sse.frame(frame["type"], frame)
+    encoded = sse.live(
+        events,
+        req,
+        turn,
+        encode=lambda event: [sse.frame(f["type"], f) for f in builder.feed(event)],
+        failure=lambda error: [sse.frame(f["type"], f) for f in builder.fail(error)],
+    )
+    async for frame in encoded:
+        yield frame
 
 
 def _caller(req: Request) -> tuple[TurnService, str]:
