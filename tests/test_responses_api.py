@@ -37,6 +37,18 @@ def client_for(base: str, **options) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/api/v1", api_key="local", **options)
 
 
+def counting(paths: list[str]) -> httpx2.Client:
+    """An HTTP client for the openai client that records the path of every request it sends (retries too)."""
+    transport = httpx2.HTTPTransport()
+
+    class Counting(httpx2.BaseTransport):
+        def handle_request(self, request):
+            paths.append(request.url.path)
+            return transport.handle_request(request)
+
+    return httpx2.Client(transport=Counting())
+
+
 def checked(response: Response) -> Response:
     """The response, validated against the openai package's own model (not only leniently parsed)."""
     Response.model_validate(response.model_dump(mode="json", exclude_unset=True))
@@ -127,15 +139,8 @@ def test_a_session_started_on_the_rest_api_continues_as_a_conversation(tmp_path)
 
 def test_a_chain_of_previous_response_ids_and_a_stale_link_is_a_conflict_the_client_does_not_retry(app):
     served = app("memory", ScriptedChatClient(["one", "two", "three"]))
-    counted = []
-    transport = httpx2.HTTPTransport()
-
-    class Counting(httpx2.BaseTransport):
-        def handle_request(self, request):
-            counted.append(request.url.path)
-            return transport.handle_request(request)
-
-    client = client_for(served.base, http_client=httpx2.Client(transport=Counting()))
+    counted: list[str] = []
+    client = client_for(served.base, http_client=counting(counted))
     first = checked(client.responses.create(model="m", input="a"))
     second = checked(client.responses.create(model="m", input="b", previous_response_id=first.id))
     assert second.previous_response_id == first.id
@@ -397,15 +402,8 @@ def test_an_unavailable_store_is_503_with_retry_after_and_the_client_retries_it(
 
     served = app("memory")
     served.service.store = Down()
-    seen = []
-    transport = httpx2.HTTPTransport()
-
-    class Counting(httpx2.BaseTransport):
-        def handle_request(self, request):
-            seen.append(request.url.path)
-            return transport.handle_request(request)
-
-    client = client_for(served.base, http_client=httpx2.Client(transport=Counting()), max_retries=1)
+    seen: list[str] = []
+    client = client_for(served.base, http_client=counting(seen), max_retries=1)
     with pytest.raises(openai.InternalServerError) as raised:
         client.responses.create(model="m", input="hi")
     assert raised.value.status_code == 503
