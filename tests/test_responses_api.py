@@ -343,6 +343,15 @@ def test_bad_requests_are_openai_errors_the_client_raises_as_its_own_classes(app
     assert "Traceback" not in error.response.text
 
 
+def test_harmless_fields_are_accepted(app):
+    served = app("memory", ScriptedChatClient(["fine"]))
+    client = client_for(served.base, max_retries=0)
+    reply = client.responses.create(
+        model="m", input="hi", tools=[], include=[], user="u-1", safety_identifier="s", prompt_cache_key="k", store=True
+    )
+    assert reply.output_text == "fine"
+
+
 def test_error_classes_for_conflicts_reuse_auth_and_outages(app, make_service):
     served = app("memory", ScriptedChatClient(["fine", ModelDown("down"), ModelDown("down"), ModelDown("down")]))
     client = client_for(served.base, max_retries=0)

@@ -24,6 +24,9 @@ from ..requests import SESSION_ID_PATTERN, checked_message
 ACCEPTED = frozenset(
     {"model", "input", "conversation", "previous_response_id", "stream", "store", "metadata", "stream_options"}
 )
+#: Identifiers for the model provider's caching and abuse monitoring: they do not change the agent, and the
+#: app's own deployment and identity rules apply; accepted and not used (documented).
+IDENTIFIERS = frozenset({"user", "safety_identifier", "prompt_cache_key"})
 #: Fields that would change the agent, whose tools, instructions and model settings are the app's.
 AGENT_FIELDS = frozenset(
     {
@@ -43,10 +46,7 @@ AGENT_FIELDS = frozenset(
         "include",
         "background",
         "service_tier",
-        "prompt_cache_key",
         "prompt_cache_retention",
-        "safety_identifier",
-        "user",
         "conversation_id",
     }
 )
@@ -149,8 +149,8 @@ def create_response(body: dict[str, Any], max_bytes: int, key: str | None, owner
         MessageTooLargeError: The input text exceeds ``MAX_MESSAGE_BYTES``.
     """
     for name in body:
-        if name in ACCEPTED or body[name] is None:
-            continue
+        if name in ACCEPTED or body[name] is None or body[name] == [] or name in IDENTIFIERS:
+            continue  # an empty list of tools or includes asks for nothing
         if name in AGENT_FIELDS:
             raise UnsupportedParameterError(
                 f"'{name}' is not supported: this agent's model, instructions and tools are set by the app "
