@@ -163,6 +163,28 @@ async def test_a_slow_tool_times_out_as_an_error_result_and_the_turn_is_stored(m
     assert page["messages"][2]["name"] == "slow"
 
 
+def book(session: str, tools: str = "none", options: str = "") -> str:
+    """Book a class (its arguments share names with MAF's own run context)."""
+    return f"{session} with {tools}"
+
+
+async def test_arguments_named_like_the_frameworks_reach_the_server(make_service):
+    with ToolServer("gym", {"book": book}) as gym:
+        steps = [
+            CallTool("book", {"session": "yoga", "tools": "a mat"}),
+            "Booked.",
+            CallTool("book", {"session": "spin"}),
+            "Again.",
+        ]
+        model = ScriptedChatClient(steps)
+        service = make_service("memory", model, mcp_servers=servers(gym={"url": gym.url, "readOnly": True}))
+        first = await service.run_turn("s1", "book yoga")
+        second = await service.run_turn("s1", "book spin")
+    assert (first.reply, second.reply) == ("Booked.", "Again.")
+    assert [call[1]["session"] for call in gym.calls] == ["yoga", "spin"]
+    assert [call[1]["tools"] for call in gym.calls] == ["a mat", "none"]  # the model's value, else the default
+
+
 # -- approvals ----------------------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from agent_framework import Content, FunctionTool, MCPStreamableHTTPTool
 from opentelemetry import trace
 
 from ..errors import ToolServerUnavailableError, UnauthenticatedError
-from .mcp_config import CallerAuth, ManagedIdentityAuth, McpServer
+from .mcp_config import CallerAuth, ManagedIdentityAuth, McpServer, normalized
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -39,6 +39,19 @@ MAX_CALLER_CONNECTIONS = 64
 #: A managed identity token is renewed this many seconds before it expires.
 TOKEN_RENEWAL_SECONDS = 300
 SERVER_ATTRIBUTE = "mcp.server.name"
+#: Argument names MAF holds back from MCP servers because its own run context uses them; a remote tool that
+#: declares one gets the model's value (``ServerTool.call_tool``), never the framework's.
+FRAMEWORK_NAMES = (
+    "chat_options",
+    "conversation_id",
+    "options",
+    "response_format",
+    "session",
+    "thread",
+    "tool_choice",
+    "tools",
+)
+_JSON_VALUES = (str, int, float, bool, list, dict, type(None))
 
 
 class TokenSource(Protocol):
@@ -63,6 +76,7 @@ class ServerTool(MCPStreamableHTTPTool):
             allowed_tools=server.allowed_tools,
             approval_mode="always_require",  # decided per tool, each turn, by ``ToolServers.tools``
             static_headers=headers or None,
+            additional_tool_argument_names={"*": FRAMEWORK_NAMES},  # filtered per tool in ``call_tool``
         )
         self.server = server
         self.identity = tuple(sorted(headers.items()))
@@ -75,6 +89,10 @@ class ServerTool(MCPStreamableHTTPTool):
             ToolExecutionException: The call failed, or the server answered with an error.
         """
         trace.get_current_span().set_attribute(SERVER_ATTRIBUTE, self.server.name)
+        declared = self._declared(tool_name)
+        for name in FRAMEWORK_NAMES:  # the model's value for an argument the tool declares; nothing else
+            if name in kwargs and (name not in declared or not isinstance(kwargs[name], _JSON_VALUES)):
+                del kwargs[name]
         try:
             async with asyncio.timeout(self.server.timeout_seconds):
                 result = await super().call_tool(tool_name, **kwargs)
@@ -84,6 +102,16 @@ class ServerTool(MCPStreamableHTTPTool):
                 f"{self.server.timeout_seconds:g} s."
             ) from None
         return bounded(result)
+
+    def _declared(self, tool_name: str) -> set[str]:
+        """The argument names the server's schema declares for ``tool_name`` (its name on the server)."""
+        local = normalized(tool_name)
+        if self.tool_name_prefix:
+            local = f"{self.tool_name_prefix}_{local}"
+        for function in self.functions:
+            if function.name == local:
+                return set(function.parameters().get("properties", {}))
+        return set()
 
 
 def bounded(result: str | list[Content], limit: int = MAX_RESULT_CHARS) -> str | list[Content]:
