@@ -264,6 +264,25 @@ def test_the_0_3_method_names_and_shapes_work_for_older_clients(tmp_path):
     assert frames[-1]["kind"] == "status-update"
     assert frames[-1]["final"] is True
     assert frames[-1]["status"]["state"] == "completed"
+    assert any(f["kind"] == "artifact-update" for f in frames)
+
+
+async def test_a_resent_streaming_message_replays_its_reply_without_running_again(tmp_path):
+    with devhost(settings_file(tmp_path)) as base:
+        client = await a2a_client(base, streaming=True)
+        sent = message("only once", context="replay")
+        first = [json_format.MessageToDict(e) async for e in client.send_message(sent)]
+        again = [json_format.MessageToDict(e) async for e in client.send_message(sent)]  # the same messageId
+        await client.close()
+        turns = (await fetch(f"{base}/api/sessions/replay")).json()["turns"]
+
+    def text(events):
+        return "".join(e["artifactUpdate"]["artifact"]["parts"][0]["text"] for e in events if "artifactUpdate" in e)
+
+    assert text(again) == text(first)
+    assert "I see 0 earlier message(s)" in text(again)
+    assert again[0]["task"]["id"] == first[0]["task"]["id"]
+    assert turns == 1
 
 
 # -- MCP --------------------------------------------------------------------------------------------------------

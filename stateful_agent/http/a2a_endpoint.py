@@ -352,17 +352,25 @@ async def _send(
 
     async def frames() -> AsyncIterator[bytes]:
         approvals: list[dict[str, Any]] = []
+        streamed = False
         working = {"id": task, "contextId": session_id, "status": _status("TASK_STATE_WORKING", session_id, task)}
         yield _event(request_id, {"task": working}, version)
+
+        def text_update(text: str) -> bytes:
+            artifact = {"artifactId": "reply", "name": "reply", "parts": [{"text": text}]}
+            update = {"taskId": task, "contextId": session_id, "artifact": artifact, "append": True}
+            return _event(request_id, {"artifactUpdate": update}, version)
+
         try:
             async for event in events:
                 if isinstance(event, TextDelta):
-                    artifact = {"artifactId": "reply", "name": "reply", "parts": [{"text": event.text}]}
-                    update = {"taskId": task, "contextId": session_id, "artifact": artifact, "append": True}
-                    yield _event(request_id, {"artifactUpdate": update}, version)
+                    streamed = True
+                    yield text_update(event.text)
                 elif isinstance(event, ApprovalRequested):
                     approvals.append(event.data)
                 elif isinstance(event, Completed):
+                    if not streamed and event.result.reply:  # a replayed message: its stored reply, whole
+                        yield text_update(event.result.reply)
                     state = "TASK_STATE_INPUT_REQUIRED" if approvals else "TASK_STATE_COMPLETED"
                     status = _status(state, session_id, task, approvals)
                     final = {"taskId": task, "contextId": session_id, "status": status}
