@@ -79,6 +79,11 @@ async def get_response(req: Request) -> Response:
     return await responses().get_response(req)
 
 
+@app.route(route="v1/responses/{response_id}/input_items", methods=["GET"], auth_level=SESSIONS)
+async def list_input_items(req: Request) -> Response:
+    return await responses().list_input_items(req)
+
+
 @app.route(route="v1/responses/{response_id}", methods=["DELETE"], auth_level=SESSIONS)
 async def delete_response(req: Request) -> Response:
     return await responses().delete_response(req)

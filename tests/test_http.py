@@ -70,6 +70,7 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
         ("GET", "health"): "anonymous",
         ("POST", "v1/responses"): "function",
         ("GET", "v1/responses/{response_id}"): "function",
+        ("GET", "v1/responses/{response_id}/input_items"): "function",
         ("DELETE", "v1/responses/{response_id}"): "function",
         ("POST", "v1/conversations"): "function",
         ("GET", "v1/conversations/{conversation_id}"): "function",

@@ -272,6 +272,21 @@ def test_an_approval_answered_after_a_restart_runs_the_tool_once(tmp_path):
     assert len(log.read_text().splitlines()) == 1
 
 
+def test_input_items_are_what_the_request_sent(app):
+    served = app(
+        "memory", ScriptedChatClient([CallTool("transfer", {"amount": 1, "to": "x"}), "sent"]), agent_tools=TOOLS
+    )
+    client = client_for(served.base)
+    asked = client.responses.create(model="m", input=[{"role": "user", "content": "pay x"}])
+    (request,) = [item for item in asked.output if item.type == "mcp_approval_request"]
+    answer = [{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}]
+    done = client.responses.create(model="m", previous_response_id=asked.id, input=answer)
+    first = list(client.responses.input_items.list(asked.id))
+    second = list(client.responses.input_items.list(done.id, order="asc"))
+    assert [(i.type, i.role, i.content[0].text) for i in first] == [("message", "user", "pay x")]
+    assert [(i.type, i.approval_request_id, i.approve) for i in second] == [("mcp_approval_response", request.id, True)]
+
+
 # -- retries --------------------------------------------------------------------------------------------------------
 
 

@@ -111,6 +111,27 @@ async def get_response(req: Request) -> Response:
     return StrictJSONResponse(body)
 
 
+@served("GET", "v1/responses/{response_id}/input_items", render=error_response)
+async def list_input_items(req: Request) -> Response:
+    """``GET /v1/responses/{response_id}/input_items?after=&limit=&order=``: what the request that made the
+    response sent: its user message and approval answers."""
+    service, owner = _caller(req)
+    ref = requests.parse_response_id(str(req.path_params.get("response_id", "")), owner)
+    _, limit, order = requests.list_query(req.query_params)
+    start = max(ref.first - shapes.INPUT_MESSAGES, 0)
+    try:
+        view = await service.sessions.slice(ref.session_id, start=start, limit=ref.first - start, owner=owner)
+    except SessionNotFoundError:
+        raise ResponseNotFoundError(f"No response with id '{ref.id}'.") from None
+    if ref.turn > view.turns or ref.first > view.total:
+        raise ResponseNotFoundError(f"No response with id '{ref.id}'.")
+    items = [item for _, item in shapes.conversation_items(shapes.turn_inputs(view.messages), "")]
+    if order == "desc":
+        items.reverse()
+    page, more = shapes.item_page(items, req.query_params.get("after"), limit)
+    return StrictJSONResponse(shapes.item_list(page, more))
+
+
 @served("DELETE", "v1/responses/{response_id}", render=error_response)
 async def delete_response(req: Request) -> Response:
     """``DELETE /v1/responses/{response_id}``: refused; a response is a turn of its conversation."""

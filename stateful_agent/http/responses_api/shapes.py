@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # loaded with the service; indexing the app stays light
 
 #: Conversation items are made from at most this many transcript messages per page read.
 PAGE_MESSAGES = 100
+#: The messages a request adds before its reply are at most a few (lost calls' notes, answers, the message).
+INPUT_MESSAGES = 16
 
 
 def usage(value: Usage | None) -> dict[str, Any] | None:
@@ -144,6 +146,17 @@ def turn_output(messages: Sequence[Message], turn: int, label: str) -> list[dict
                 )
             )
     return output
+
+
+def turn_inputs(messages: Sequence[Message]) -> list[Message]:
+    """The trailing messages a person sent (text and approval answers): a turn's input, when ``messages`` end
+    where its reply begins."""
+    inputs: list[Message] = []
+    for message in reversed(messages):
+        if message.role != "user":
+            break
+        inputs.insert(0, message)
+    return inputs
 
 
 def conversation(session_id: str, created_at: str) -> dict[str, Any]:
