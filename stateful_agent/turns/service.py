@@ -416,12 +416,11 @@ class TurnService:
         remembered = previous.idempotency if previous else ()
         if prepared.key and prepared.fingerprint:
             replies = len(live) - prepared.known - len(prepared.inputs)  # what the turn added after the request
-            archived = sum(ref.count for ref in listed)
             entry = RememberedKey.model_construct(
                 key=prepared.key,
                 fingerprint=prepared.fingerprint,
                 turn=turn,
-                first=archived + len(live) - replies,
+                first=prepared.first,
                 count=replies,
                 usage=usage,
             )
