@@ -435,3 +435,17 @@ def test_an_unavailable_store_is_503_with_retry_after_and_the_client_retries_it(
     assert raised.value.response.headers["retry-after"] == "1"
     assert "x-should-retry" not in raised.value.response.headers
     assert len(seen) == 2  # retried once, as the client does for a 503
+
+
+def test_place_ids_round_trip_exactly_and_name_nothing_of_another_caller():
+    from stateful_agent.sessions.cursors import owner_tag, place_id, read_place_id
+
+    tag = owner_tag("response", "aad/alice")
+    made = place_id("resp_", "conv_1", (2, 5, 1700000000), tag)
+    assert read_place_id("resp_", made, 3, tag) == ("conv_1", [2, 5, 1700000000])
+    assert read_place_id("resp_", made, 3, owner_tag("response", "aad/bob")) is None
+    assert read_place_id("task-", made, 3, tag) is None
+    assert read_place_id("resp_", made, 2, tag) is None
+    assert read_place_id("resp_", made.replace(".2.", ".02."), 3, tag) is None  # not exactly what was written
+    assert read_place_id("resp_", made + "=", 3, tag) is None
+    assert read_place_id("resp_", None, 3, tag) is None

@@ -16,12 +16,9 @@ worker's own ``protobuf`` cannot load, so the SDK is the test client, not a runt
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -29,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request, Response
 
 from ..errors import AgentServiceError, SessionNotFoundError, printable
-from ..platform.identity import caller
 from ..runtime import get_service
+from ..sessions import cursors
 from . import sse
 from .problems import StrictJSONResponse, log_problem, served, unexpected
-from .requests import SESSION_ID_PATTERN
+from .requests import SESSION_ID_PATTERN, service_and_owner
 
 if TYPE_CHECKING:
     from ..sessions.bodies import Message as View
@@ -54,7 +51,6 @@ _METHODS = {
     "tasks/get": ("get", "0.3"),
     "tasks/cancel": ("cancel", "0.3"),
 }
-_TASK_ID = re.compile(r"task-([A-Za-z0-9_-]{1,172})\.([0-9]{1,9})\.([0-9]{1,9})\.([0-9a-f]{8})")
 _STATES_03 = {
     "TASK_STATE_WORKING": "working",
     "TASK_STATE_COMPLETED": "completed",
@@ -161,12 +157,7 @@ def _base(req: Request) -> str:
 def task_id(session_id: str, turn: int, first: int, owner: str) -> str:
     """A task id: the session, the turn that began the task, where its reply starts, and a fingerprint of its
     owner (so another caller's task id names no task of theirs)."""
-    encoded = base64.urlsafe_b64encode(session_id.encode()).decode().rstrip("=")
-    return f"task-{encoded}.{turn}.{first}.{_fingerprint(owner)}"
-
-
-def _fingerprint(owner: str) -> str:
-    return hashlib.sha256(f"a2a-task:{owner}".encode()).hexdigest()[:8]
+    return cursors.place_id("task-", session_id, (turn, first), cursors.owner_tag("a2a-task", owner))
 
 
 def parse_task_id(text: Any, owner: str) -> tuple[str, int, int]:
@@ -175,16 +166,11 @@ def parse_task_id(text: Any, owner: str) -> tuple[str, int, int]:
     Raises:
         RpcError: It is not a task id of this agent and caller (task not found).
     """
-    match = _TASK_ID.fullmatch(text) if isinstance(text, str) else None
-    session_id = ""
-    if match:
-        try:
-            session_id = base64.urlsafe_b64decode(match.group(1) + "=" * (-len(match.group(1)) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            session_id = ""
-    if not match or not SESSION_ID_PATTERN.fullmatch(session_id) or match.group(4) != _fingerprint(owner):
+    place = cursors.read_place_id("task-", text, 2, cursors.owner_tag("a2a-task", owner))
+    if place is None or not SESSION_ID_PATTERN.fullmatch(place[0]):
         raise RpcError(TASK_NOT_FOUND, f"No task with id {printable(str(text), 80)!r}.")
-    return session_id, int(match.group(2)), int(match.group(3))
+    session_id, (turn, first) = place
+    return session_id, turn, first
 
 
 def _message(role: str, text: str, context_id: str, task: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -270,8 +256,7 @@ def _render(error: AgentServiceError, instance: str) -> Response:
 @served("POST", "a2a", render=_render)
 async def a2a(req: Request) -> Response:
     """``POST /api/a2a``: JSON-RPC 2.0 of the A2A protocol (1.0 and 0.3 method names)."""
-    service = get_service()
-    owner = caller(req.headers, service.settings).owner  # 401 before the protocol
+    service, owner = service_and_owner(req)  # 401 before the protocol
     request_id: Any = None
     try:
         try:

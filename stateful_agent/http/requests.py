@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from itertools import accumulate
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -19,6 +19,9 @@ from ..errors import (
     UnsupportedMediaTypeError,
     printable,
 )
+
+if TYPE_CHECKING:
+    from ..turns.service import TurnService
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 #: Deepest JSON nesting a request body may have; a turn needs 1.
@@ -149,6 +152,21 @@ def _nesting(text: str) -> int:
     """How deep JSON text nests arrays and objects (brackets inside strings do not count)."""
     skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
     return max(accumulate(map(_DEPTH_STEP.__getitem__, skeleton)), default=0)
+
+
+def service_and_owner(req: Request) -> tuple[TurnService, str]:
+    """The process's service and the owner key of the caller (``platform/identity.py``): every front door
+    authenticates the caller first.
+
+    Raises:
+        UnauthenticatedError: The request names no caller where ``AUTH_MODE`` requires one.
+        ConfigurationError: The settings are invalid.
+    """
+    from ..platform.identity import caller
+    from ..runtime import get_service
+
+    service = get_service()
+    return service, caller(req.headers, service.settings).owner
 
 
 def bearer(req: Request) -> str | None:

@@ -36,7 +36,7 @@ async def post_turn(req: Request) -> Response:
     turn = telemetry.Turn()
     stream = "text/event-stream" in req.headers.get("accept", "").lower()
     try:
-        service, owner = _caller(req)
+        service, owner = requests.service_and_owner(req)
         session_id = requests.session_id(req)
         turn.identify(session_id, owner)
         key = validate_key(req.headers.get("idempotency-key"))
@@ -65,7 +65,7 @@ async def create_session(req: Request) -> Response:
     """``POST /api/sessions``: a new session id; nothing is stored until its first turn."""
     from ..sessions.bodies import Created
 
-    _caller(req)
+    requests.service_and_owner(req)
     session_id = str(uuid.uuid4())
     location = f"{req.url.path.rstrip('/')}/{session_id}"
     return StrictJSONResponse(Created(session_id=session_id), status_code=201, headers={"Location": location})
@@ -74,7 +74,7 @@ async def create_session(req: Request) -> Response:
 @served("GET", "sessions")
 async def list_sessions(req: Request) -> Response:
     """``GET /api/sessions?limit=&cursor=``: the caller's sessions, most recently updated first."""
-    service, owner = _caller(req)
+    service, owner = requests.service_and_owner(req)
     limit = requests.limit(req, default=20, maximum=100)
     return StrictJSONResponse(
         await service.list_sessions(owner=owner, cursor=req.query_params.get("cursor"), limit=limit)
@@ -84,7 +84,7 @@ async def list_sessions(req: Request) -> Response:
 @served("GET", "sessions/{session_id}/messages")
 async def get_messages(req: Request) -> Response:
     """``GET /api/sessions/{session_id}/messages?limit=&cursor=``: the whole transcript, paged, oldest first."""
-    service, owner = _caller(req)
+    service, owner = requests.service_and_owner(req)
     session_id = requests.session_id(req)
     limit = requests.limit(req, default=50, maximum=200)
     page = await service.messages(session_id, cursor=req.query_params.get("cursor"), limit=limit, owner=owner)
@@ -94,14 +94,14 @@ async def get_messages(req: Request) -> Response:
 @served("GET", "sessions/{session_id}")
 async def get_session(req: Request) -> Response:
     """``GET /api/sessions/{session_id}``: summary and messages."""
-    service, owner = _caller(req)
+    service, owner = requests.service_and_owner(req)
     return StrictJSONResponse(await service.describe(requests.session_id(req), owner=owner))
 
 
 @served("DELETE", "sessions/{session_id}")
 async def delete_session(req: Request) -> Response:
     """``DELETE /api/sessions/{session_id}``: 204, also when it did not exist (or is another user's)."""
-    service, owner = _caller(req)
+    service, owner = requests.service_and_owner(req)
     await service.delete(requests.session_id(req), owner=owner)
     return Response(status_code=204)
 
@@ -136,12 +136,6 @@ async def health(req: Request) -> Response:
 
 def _replayed(result: Any) -> dict[str, str]:
     return {"Idempotent-Replayed": "true"} if result.replayed else {}
-
-
-def _caller(req: Request) -> tuple[TurnService, str]:
-    """The service and the owner key of the caller (see ``identity.py``): authentication comes first."""
-    service, who = _identity(req)
-    return service, who.owner
 
 
 def _identity(req: Request) -> tuple[TurnService, Caller]:

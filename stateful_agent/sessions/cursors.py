@@ -6,6 +6,10 @@
   next page starts strictly after it (keyset paging: a page costs the same wherever it is, and a session
   updated meanwhile is neither skipped nor repeated within a page).
 
+- Places in a session that other protocols name (a Responses API response, an A2A task):
+  ``<prefix><session id, base64url>.<number>....<owner tag>``, the numbers being turns and transcript indexes;
+  the owner tag, a fingerprint of the caller, makes another caller's id name nothing of theirs.
+
 A cursor that is not exactly one this API wrote is refused (``InvalidCursorError``).
 """
 
@@ -13,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
+from collections.abc import Sequence
 
 from ..errors import InvalidCursorError
 from ..state.documents import ListingKey
@@ -83,3 +89,30 @@ def listing_key(cursor: str | None) -> ListingKey | None:
     if not valid:
         raise InvalidCursorError("The cursor is not one this API returned for the session listing.")
     return updated_at, session_id
+
+
+def owner_tag(kind: str, owner: str) -> str:
+    """A short fingerprint of a caller, for the ids of ``kind`` it is given."""
+    return hashlib.sha256(f"{kind}:{owner}".encode()).hexdigest()[:8]
+
+
+def place_id(prefix: str, session_id: str, numbers: Sequence[int], tag: str) -> str:
+    """The id of a place in a session: ``prefix``, the session id, ``numbers`` and the owner ``tag``."""
+    encoded = base64.urlsafe_b64encode(session_id.encode()).decode("ascii").rstrip("=")
+    return ".".join([f"{prefix}{encoded}", *(str(n) for n in numbers), tag])
+
+
+def read_place_id(prefix: str, text: object, count: int, tag: str) -> tuple[str, list[int]] | None:
+    """The session id and ``count`` numbers of a place id with owner ``tag``; ``None`` unless ``text`` is
+    exactly an id ``place_id`` writes."""
+    if not isinstance(text, str) or not text.startswith(prefix) or len(text) > 400:
+        return None
+    parts = text[len(prefix) :].split(".")
+    if len(parts) != count + 2 or not all(part.isascii() and part.isdigit() for part in parts[1:-1]):
+        return None
+    try:
+        session_id = base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    numbers = [int(part) for part in parts[1:-1]]
+    return (session_id, numbers) if place_id(prefix, session_id, numbers, tag) == text else None

@@ -8,8 +8,6 @@ Fields that would change the agent (its tools, instructions, sampling) are refus
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 import time
@@ -18,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import InvalidRequestError, InvalidSessionIdError, ResponseNotFoundError, UnsupportedParameterError
+from ...sessions import cursors
 from ..requests import SESSION_ID_PATTERN, checked_message
 
 #: Fields of ``POST /v1/responses`` this app honours.
@@ -50,14 +49,13 @@ AGENT_FIELDS = frozenset(
         "conversation_id",
     }
 )
-_RESPONSE_ID = re.compile(r"resp_([A-Za-z0-9_-]{1,172})\.([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,12})\.([0-9a-f]{8})")
 _ITEM_ID = re.compile(r"(?:msg|mcp|mcpr)_([0-9]{1,9})(?:_[0-9]{1,4})?")
 _MAX_METADATA = 16
 
 
 def owner_tag(owner: str) -> str:
     """A short fingerprint of a caller, carried in its response ids."""
-    return hashlib.sha256(f"response:{owner}".encode()).hexdigest()[:8]
+    return cursors.owner_tag("response", owner)
 
 
 @dataclass(frozen=True)
@@ -73,8 +71,7 @@ class ResponseRef:
 
     @property
     def id(self) -> str:
-        encoded = base64.urlsafe_b64encode(self.session_id.encode()).decode().rstrip("=")
-        return f"resp_{encoded}.{self.turn}.{self.first}.{self.created}.{self.owner}"
+        return cursors.place_id("resp_", self.session_id, (self.turn, self.first, self.created), self.owner)
 
 
 def parse_response_id(text: str, owner: str, *, param: str | None = None) -> ResponseRef:
@@ -84,21 +81,15 @@ def parse_response_id(text: str, owner: str, *, param: str | None = None) -> Res
         ResponseNotFoundError: ``text`` is not a response id this app made for this caller (``param`` names
             the field).
     """
-    match = _RESPONSE_ID.fullmatch(text)
-    session_id = ""
-    if match:
-        padded = match.group(1) + "=" * (-len(match.group(1)) % 4)
-        try:
-            session_id = base64.urlsafe_b64decode(padded).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            session_id = ""
     tag = owner_tag(owner)
-    if not match or not SESSION_ID_PATTERN.fullmatch(session_id) or int(match.group(2)) < 1 or match.group(5) != tag:
+    place = cursors.read_place_id("resp_", text, 3, tag)
+    if place is None or not SESSION_ID_PATTERN.fullmatch(place[0]) or place[1][0] < 1:
         error = ResponseNotFoundError(f"No response with id '{text}'.")
         if param:
             error.extra["param"] = param
         raise error
-    return ResponseRef(session_id, int(match.group(2)), int(match.group(3)), int(match.group(4)), tag)
+    session_id, (turn, first, created) = place
+    return ResponseRef(session_id, turn, first, created, tag)
 
 
 def item_index(item_id: str) -> int:

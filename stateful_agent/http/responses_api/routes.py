@@ -19,8 +19,6 @@ from ...errors import (
     SessionNotFoundError,
     UnsupportedParameterError,
 )
-from ...platform.identity import caller
-from ...runtime import get_service
 from ...turns.idempotency import validate_key
 from .. import requests as http_requests
 from .. import sse
@@ -44,7 +42,7 @@ async def create_response(req: Request) -> Response:
 
     turn = telemetry.Turn()
     try:
-        service, owner = _caller(req)
+        service, owner = http_requests.service_and_owner(req)
         key = validate_key(req.headers.get("idempotency-key"))
         settings = service.settings
         body = await http_requests.json_object(req, settings.max_message_bytes, _SHAPE)
@@ -95,7 +93,7 @@ async def create_response(req: Request) -> Response:
 async def get_response(req: Request) -> Response:
     """``GET /v1/responses/{response_id}``: the stored turn a response id names (its output items; usage is
     reported only when the response is made)."""
-    service, owner = _caller(req)
+    service, owner = http_requests.service_and_owner(req)
     ref = requests.parse_response_id(str(req.path_params.get("response_id", "")), owner)
     try:
         view = await service.sessions.slice(ref.session_id, start=ref.first, limit=shapes.PAGE_MESSAGES, owner=owner)
@@ -115,7 +113,7 @@ async def get_response(req: Request) -> Response:
 async def list_input_items(req: Request) -> Response:
     """``GET /v1/responses/{response_id}/input_items?after=&limit=&order=``: what the request that made the
     response sent: its user message and approval answers."""
-    service, owner = _caller(req)
+    service, owner = http_requests.service_and_owner(req)
     ref = requests.parse_response_id(str(req.path_params.get("response_id", "")), owner)
     _, limit, order = requests.list_query(req.query_params)
     start = max(ref.first - shapes.INPUT_MESSAGES, 0)
@@ -135,7 +133,7 @@ async def list_input_items(req: Request) -> Response:
 @served("DELETE", "v1/responses/{response_id}", render=error_response)
 async def delete_response(req: Request) -> Response:
     """``DELETE /v1/responses/{response_id}``: refused; a response is a turn of its conversation."""
-    _, owner = _caller(req)
+    _, owner = http_requests.service_and_owner(req)
     requests.parse_response_id(str(req.path_params.get("response_id", "")), owner)
     raise MethodNotAllowedError(
         "A response is a turn of its conversation and cannot be deleted alone; delete the conversation "
@@ -149,7 +147,7 @@ async def create_conversation(req: Request) -> Response:
     response."""
     from ...state.documents import utc_now
 
-    service, _ = _caller(req)
+    service, _ = http_requests.service_and_owner(req)
     if req.headers.get("content-length") not in (None, "0"):
         body = await http_requests.json_object(req, service.settings.max_message_bytes, "Send a JSON object.")
         for name, value in body.items():
@@ -165,7 +163,7 @@ async def create_conversation(req: Request) -> Response:
 @served("GET", "v1/conversations/{conversation_id}", render=error_response)
 async def get_conversation(req: Request) -> Response:
     """``GET /v1/conversations/{conversation_id}``: the conversation (404 until its first response)."""
-    service, owner = _caller(req)
+    service, owner = http_requests.service_and_owner(req)
     session_id = _conversation_id(req)
     view = await service.sessions.slice(session_id, start=0, limit=0, owner=owner)
     return StrictJSONResponse(shapes.conversation(session_id, view.created_at))
@@ -174,7 +172,7 @@ async def get_conversation(req: Request) -> Response:
 @served("DELETE", "v1/conversations/{conversation_id}", render=error_response)
 async def delete_conversation(req: Request) -> Response:
     """``DELETE /v1/conversations/{conversation_id}``: deletes the session and its transcript."""
-    service, owner = _caller(req)
+    service, owner = http_requests.service_and_owner(req)
     session_id = _conversation_id(req)
     await service.delete(session_id, owner=owner)
     return StrictJSONResponse({"id": session_id, "object": "conversation.deleted", "deleted": True})
@@ -183,7 +181,7 @@ async def delete_conversation(req: Request) -> Response:
 @served("GET", "v1/conversations/{conversation_id}/items", render=error_response)
 async def list_items(req: Request) -> Response:
     """``GET /v1/conversations/{conversation_id}/items?after=&limit=&order=``: the conversation's items."""
-    service, owner = _caller(req)
+    service, owner = http_requests.service_and_owner(req)
     session_id = _conversation_id(req)
     after_index, limit, order = requests.list_query(req.query_params)
     after = req.query_params.get("after")
@@ -242,11 +240,6 @@ async def _live(
     )
     async for frame in encoded:
         yield frame
-
-
-def _caller(req: Request) -> tuple[TurnService, str]:
-    service = get_service()
-    return service, caller(req.headers, service.settings).owner
 
 
 def _conversation_id(req: Request) -> str:
