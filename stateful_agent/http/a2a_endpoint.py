@@ -17,7 +17,6 @@ worker's own ``protobuf`` cannot load, so the SDK is the test client, not a runt
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -25,12 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
 
-from ..errors import AgentServiceError, SessionNotFoundError, printable
+from ..errors import (
+    AgentServiceError,
+    InvalidJsonError,
+    MessageTooLargeError,
+    SessionNotFoundError,
+    UnsupportedMediaTypeError,
+    printable,
+)
 from ..runtime import get_service
 from ..sessions import cursors
 from . import sse
+from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, RpcError, refused
 from .problems import StrictJSONResponse, log_problem, served, unexpected
-from .requests import SESSION_ID_PATTERN, service_and_owner
+from .requests import SESSION_ID_PATTERN, body_limit, json_body, service_and_owner
 
 if TYPE_CHECKING:
     from ..sessions.bodies import Message as View
@@ -39,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1.0"
 # JSON-RPC and A2A error codes (A2A specification, section 8).
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32700, -32600, -32601, -32602, -32603
 TASK_NOT_FOUND, TASK_NOT_CANCELABLE, UNSUPPORTED_OPERATION = -32001, -32002, -32004
 _METHODS = {
     "SendMessage": ("send", "1.0"),
@@ -57,32 +63,6 @@ _STATES_03 = {
     "TASK_STATE_INPUT_REQUIRED": "input-required",
     "TASK_STATE_FAILED": "failed",
 }
-
-
-class RpcError(Exception):
-    """A JSON-RPC error: ``code``, ``message`` and, for errors of the app, its stable ``code`` in ``data``."""
-
-    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data = code, printable(message), data
-
-    def body(self, request_id: Any) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data:
-            error["data"] = self.data
-        return {"jsonrpc": "2.0", "id": request_id, "error": error}
-
-    @classmethod
-    def of(cls, error: AgentServiceError) -> RpcError:
-        """The JSON-RPC error of an app error: the caller's mistakes are invalid params, a missing session or
-        task is task-not-found, the rest internal errors; ``data`` keeps the app's code and status."""
-        if error.status >= 500:
-            code = INTERNAL
-        elif error.status == 404:
-            code = TASK_NOT_FOUND
-        else:
-            code = INVALID_PARAMS
-        return cls(code, error.detail, {"code": error.code, "status": error.status})
 
 
 # -- the agent card -------------------------------------------------------------------------------------------
@@ -247,22 +227,13 @@ def _context(value: Any, message_id: str) -> str:
 # -- the JSON-RPC route ----------------------------------------------------------------------------------------
 
 
-def _render(error: AgentServiceError, instance: str) -> Response:
-    """An error before the JSON-RPC request is read (unauthenticated, not ready): its HTTP status, and a
-    JSON-RPC error body."""
-    return StrictJSONResponse(RpcError.of(error).body(None), status_code=error.status, headers=error.headers)
-
-
-@served("POST", "a2a", render=_render)
+@served("POST", "a2a", render=refused)
 async def a2a(req: Request) -> Response:
     """``POST /api/a2a``: JSON-RPC 2.0 of the A2A protocol (1.0 and 0.3 method names)."""
     service, owner = service_and_owner(req)  # 401 before the protocol
     request_id: Any = None
     try:
-        try:
-            payload = json.loads(await req.body())
-        except (ValueError, UnicodeDecodeError):
-            raise RpcError(PARSE_ERROR, "The request body is not valid JSON.") from None
+        payload = await _payload(req, service.settings.max_message_bytes)
         if (
             not isinstance(payload, dict)
             or payload.get("jsonrpc") != "2.0"
@@ -288,10 +259,27 @@ async def a2a(req: Request) -> Response:
             raise RpcError(TASK_NOT_CANCELABLE, "A turn is not cancelable once it is stored; this task has ended.")
         return await _send(req, service, owner, params, request_id, version, stream=action == "stream")
     except RpcError as error:
-        return StrictJSONResponse(error.body(request_id))
+        return StrictJSONResponse(error.body(request_id), status_code=error.status)
     except AgentServiceError as error:
         log_problem(req, error)
-        return StrictJSONResponse(RpcError.of(error).body(request_id))
+        return StrictJSONResponse(RpcError.of(error, not_found=TASK_NOT_FOUND).body(request_id))
+
+
+async def _payload(req: Request, max_message_bytes: int) -> Any:
+    """The JSON-RPC request, read with every front door's guards (``requests.json_body``).
+
+    Raises:
+        RpcError: A parse error for a body that is not JSON (or nests too deep), with HTTP ``200`` as for any
+            JSON-RPC error; an invalid request with ``413`` for a body that is too large and ``415`` for one
+            that is not sent as JSON (a cross-site form's ``text/plain`` runs nothing).
+    """
+    try:
+        return await json_body(req, body_limit(max_message_bytes))
+    except InvalidJsonError as error:
+        raise RpcError(PARSE_ERROR, error.detail, {"code": error.code, "status": error.status}) from None
+    except (MessageTooLargeError, UnsupportedMediaTypeError) as error:
+        data = {"code": error.code, "status": error.status}
+        raise RpcError(INVALID_REQUEST, error.detail, data, status=error.status) from None
 
 
 async def _send(
@@ -363,7 +351,7 @@ async def _send(
         except Exception as exc:
             error = exc if isinstance(exc, AgentServiceError) else unexpected(exc)
             log_problem(req, error, stream=True)
-            yield sse.frame("error", RpcError.of(error).body(request_id))
+            yield sse.frame("error", RpcError.of(error, not_found=TASK_NOT_FOUND).body(request_id))
 
     return sse.response(sse.with_keepalive(frames(), service.settings.sse_keepalive_seconds), {})
 

@@ -25,7 +25,10 @@ from fastapi import Request, Response
 from ..errors import AgentServiceError, InvalidRequestError
 from ..platform.identity import caller
 from ..runtime import get_service
+from .jsonrpc import refused
 from .problems import served, unexpected
+from .requests import body as read_body
+from .requests import body_limit
 
 logger = logging.getLogger(__name__)
 
@@ -197,15 +200,14 @@ def _error_result(text: str) -> Any:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
-@served("POST", "mcp")
+@served("POST", "mcp", render=refused)
 async def mcp(req: Request) -> Response:
     """``POST /api/mcp``: the MCP endpoint (streamable HTTP, stateless). The caller is identified (and refused
-    with ``401`` when it is not) before any MCP message is read."""
+    with ``401`` when it is not) and the body's size checked (``413``) before any MCP message is read; the SDK
+    checks the media type and parses the message."""
     service = get_service()
     caller(req.headers, service.settings)  # UnauthenticatedError: 401 before the protocol
-    body = await req.body()
-    if len(body) > 6 * service.settings.max_message_bytes + 64 * 1024:
-        raise InvalidRequestError("The request is too large.")
+    body = await read_body(req, body_limit(service.settings.max_message_bytes))  # 413 before the protocol
     return await _bridge(await endpoint(), req, body)
 
 

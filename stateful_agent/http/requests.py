@@ -28,7 +28,8 @@ SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_JSON_DEPTH = 32
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 _LIMIT = re.compile(r"[0-9]{1,3}")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# Each pattern below matches at a fixed length or by one character class, so a scan is linear in the text.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _TURN_SHAPE = 'Send {"message": "<text>"}, or {"approvals": [{"id": "<id>", "approved": true|false}]}, or both.'
@@ -81,32 +82,90 @@ def valid_session_id(session_id: str) -> str:
     return session_id
 
 
-async def json_object(req: Request, max_bytes: int, shape: str) -> dict[str, Any] | Any:
-    """The request's JSON body (strict: JSON media type, UTF-8, at most ``MAX_JSON_DEPTH`` deep), sized for a
-    message of ``max_bytes``; ``shape`` says what to send when the body is not a JSON object.
+def body_limit(max_message_bytes: int) -> int:
+    """The largest request body a route that carries one message of ``max_message_bytes`` reads: even a fully
+    ``\\u``-escaped message fits below it, with room for the rest of the request."""
+    return 6 * max_message_bytes + 64 * 1024
+
+
+async def body(req: Request, max_body_bytes: int) -> bytes:
+    """The request's body, read up to ``max_body_bytes``: a larger one is refused before it is read whole
+    (at once when its ``Content-Length`` says so).
+
+    Raises:
+        MessageTooLargeError: The body is larger than ``max_body_bytes``.
+    """
+    too_large = MessageTooLargeError(f"The request body exceeds {max_body_bytes} bytes.")
+    declared = req.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in req.stream():
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` header names JSON (``application/json`` or ``application/*+json``)."""
+    return bool(_JSON_MEDIA_TYPE.fullmatch((content_type or "").split(";")[0].strip()))
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of ``raw`` (UTF-8, at most ``MAX_JSON_DEPTH`` deep), in time linear in its size.
+
+    Raises:
+        InvalidJsonError: It is not UTF-8, nests too deep, or is not JSON.
+    """
+    try:
+        text = raw.decode("utf-8")  # JSON must be UTF-8 (RFC 8259); no sniffing of UTF-16/32
+    except UnicodeDecodeError:
+        raise InvalidJsonError("The request body is not UTF-8 encoded JSON.") from None
+    if nesting(text) > MAX_JSON_DEPTH:
+        raise InvalidJsonError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise InvalidJsonError("The request body is not valid JSON.") from None
+
+
+async def json_body(req: Request, max_body_bytes: int) -> Any:
+    """The request's JSON body, strictly: a JSON media type, at most ``max_body_bytes``, UTF-8, at most
+    ``MAX_JSON_DEPTH`` deep. Every front door parses its body here.
+
+    Raises:
+        UnsupportedMediaTypeError, MessageTooLargeError, InvalidJsonError.
+    """
+    if not is_json_media_type(req.headers.get("content-type")):
+        raise UnsupportedMediaTypeError("Send the request as JSON with 'Content-Type: application/json'.")
+    return parse_json(await body(req, max_body_bytes))
+
+
+async def json_object(req: Request, max_bytes: int, shape: str) -> dict[str, Any]:
+    """The request's JSON object (``json_body``), sized for a message of ``max_bytes``; ``shape`` says what to
+    send when the body is not a JSON object.
 
     Raises:
         UnsupportedMediaTypeError, MessageTooLargeError, InvalidJsonError, InvalidRequestError.
     """
-    content_type = req.headers.get("content-type", "").split(";")[0].strip()
-    if not _JSON_MEDIA_TYPE.fullmatch(content_type):
-        raise UnsupportedMediaTypeError("Send the request as JSON with 'Content-Type: application/json'.")
-    body = await req.body()
-    if len(body) > 6 * max_bytes + 64 * 1024:  # even a fully \u-escaped message of max_bytes fits below this
-        raise MessageTooLargeError(f"The message exceeds {max_bytes} bytes.")
-    try:
-        text = body.decode("utf-8")  # JSON must be UTF-8 (RFC 8259); no sniffing of UTF-16/32
-    except UnicodeDecodeError:
-        raise InvalidJsonError("The request body is not UTF-8 encoded JSON.") from None
-    if _nesting(text) > MAX_JSON_DEPTH:
-        raise InvalidJsonError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        raise InvalidJsonError("The request body is not valid JSON.") from None
+    payload = await json_body(req, body_limit(max_bytes))
     if not isinstance(payload, dict):
         raise InvalidRequestError(shape)
     return payload
+
+
+def nesting(text: str) -> int:
+    """How deep JSON text nests arrays and objects (brackets inside strings do not count), in one linear pass.
+
+    Escape pairs go first (``\\"`` cannot end a string, ``\\\\`` is one character), so every remaining ``"``
+    opens or closes a string: the text outside strings is every other piece between quotes. For text that is
+    not JSON the answer is only an estimate, which the parser then refuses.
+    """
+    outside = "".join(_ESCAPE.sub("", text).split('"')[::2])
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, _NOT_BRACKET.sub("", outside)), initial=0))
 
 
 def checked_message(message: str, max_bytes: int, field: str = "message") -> str:
@@ -146,12 +205,6 @@ async def turn_request(req: Request, max_bytes: int) -> tuple[str | None, list[t
         raise InvalidRequestError(_TURN_SHAPE)
     message = checked_message(request.message, max_bytes) if request.message is not None else None
     return message, [(answer.id, answer.approved) for answer in request.approvals or ()]
-
-
-def _nesting(text: str) -> int:
-    """How deep JSON text nests arrays and objects (brackets inside strings do not count)."""
-    skeleton = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, skeleton)), default=0)
 
 
 def service_and_owner(req: Request) -> tuple[TurnService, str]:

@@ -148,7 +148,7 @@ async def create_conversation(req: Request) -> Response:
     from ...state.documents import utc_now
 
     service, _ = http_requests.service_and_owner(req)
-    if req.headers.get("content-length") not in (None, "0"):
+    if req.headers.get("content-length") not in (None, "0") or "transfer-encoding" in req.headers:
         body = await http_requests.json_object(req, service.settings.max_message_bytes, "Send a JSON object.")
         for name, value in body.items():
             if name in ("items", "metadata") and not value:

@@ -1,0 +1,184 @@
+"""Bodies made to be slow, deep, huge or cross-site, on every door that parses JSON: each is answered with a 4xx
+(or a JSON-RPC error) in the door's own shape, nothing runs, and the instance goes on serving."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from stateful_agent import runtime
+from stateful_agent.devhost import build_app
+from stateful_agent.http.requests import MAX_JSON_DEPTH, body_limit, nesting, parse_json
+from stateful_agent.platform.settings import load_settings
+from testkit.support import ScriptedChatClient
+
+LIMIT = body_limit(load_settings({}).max_message_bytes)  # the largest body any JSON door reads
+JSON = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def sized(prefix: bytes, unit: bytes, size: int = LIMIT) -> bytes:
+    """``prefix`` followed by ``unit`` repeated up to exactly ``size`` bytes."""
+    body = prefix + unit * ((size - len(prefix)) // len(unit))
+    return body + b" " * (size - len(body))
+
+
+#: One '"' then escaped quotes, never closed: a backtracking string pattern retries from every quote.
+ESCAPED_QUOTES = sized(b'{"message": "', b'\\"')
+HOSTILE = {
+    "escaped-quotes": ESCAPED_QUOTES,
+    "quote-runs": sized(b'{"message": ', b'"\\"'),
+    "backslash-run": sized(b'{"message": "', b"\\"),
+    "open-arrays": sized(b"", b"["),
+    "open-objects": sized(b"", b'{"a":'),
+    "many-objects": sized(b"[", b"{},"),
+}
+
+# Each door: its route, and how it answers a body it cannot parse (400 invalid_json), one too large (413), one
+# not sent as JSON (415), in its own shape.
+DOORS = {
+    "turns": "/api/sessions/s1/turns",
+    "responses": "/api/v1/responses",
+    "conversations": "/api/v1/conversations",
+    "a2a": "/api/a2a",
+    "mcp": "/api/mcp",
+}
+
+
+def assert_refused(door: str, response: httpx.Response, status: int, code: str) -> None:
+    """``response`` refuses the request in ``door``'s own error shape."""
+    assert "Traceback" not in response.text
+    body = response.json()
+    if door == "turns":
+        assert response.headers["content-type"] == "application/problem+json"
+        assert (response.status_code, body["status"], body["code"]) == (status, status, code)
+    elif door in ("responses", "conversations"):
+        assert response.status_code == status
+        assert body["error"]["code"] == code
+        assert body["error"]["type"] == "invalid_request_error"
+    elif door == "a2a":  # a parse error is an ordinary JSON-RPC error; a refused HTTP request has its status
+        rpc = -32700 if code == "invalid_json" else -32600
+        assert response.status_code == (200 if code == "invalid_json" else status)
+        assert (body["jsonrpc"], body["id"], body["error"]["code"]) == ("2.0", None, rpc)
+        assert body["error"]["data"]["code"] == code
+    else:  # MCP: the SDK parses and checks the media type; the size is ours
+        assert response.status_code == status
+        assert body["jsonrpc"] == "2.0"
+        assert body["error"]["code"] == (-32700 if code == "invalid_json" else -32600)
+
+
+@pytest.fixture
+async def client(make_service):
+    model = ScriptedChatClient(["never sent"])
+    service = make_service("memory", model)
+    await runtime.install(service)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as http:
+        http.service, http.model = service, model  # type: ignore[attr-defined]
+        yield http
+
+
+async def served_nothing(client: httpx.AsyncClient) -> None:
+    """No turn ran, nothing was stored, and the instance still serves."""
+    assert client.model.requests == []  # type: ignore[attr-defined]
+    assert await client.service.store.list_sessions("", limit=10) == []  # type: ignore[attr-defined]
+    assert (await client.get("/api/health")).status_code == 200
+
+
+@pytest.mark.parametrize("door", DOORS)
+@pytest.mark.parametrize("hostile", HOSTILE)
+async def test_a_body_made_to_be_slow_is_refused_at_the_largest_size_each_door_reads(client, door, hostile):
+    response = await client.post(DOORS[door], content=HOSTILE[hostile], headers=JSON)
+    if door == "mcp" and hostile == "many-objects":  # valid JSON, not one JSON-RPC message: the SDK says so
+        assert response.status_code == 400
+    else:
+        assert_refused(door, response, 400, "invalid_json")
+    await served_nothing(client)
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_body_larger_than_the_door_reads_is_413_before_it_is_read_whole(client, door):
+    too_large = sized(b'{"message": "', b"x", LIMIT + 1)
+    assert_refused(door, await client.post(DOORS[door], content=too_large, headers=JSON), 413, "message_too_large")
+
+    async def endless():  # no Content-Length: the body is counted as it arrives, and reading stops at the cap
+        sent = 0
+        while sent <= 4 * LIMIT:
+            sent += 64 * 1024
+            yield b" " * (64 * 1024)
+
+    streamed = await client.post(DOORS[door], content=endless(), headers=JSON)
+    assert_refused(door, streamed, 413, "message_too_large")
+    await served_nothing(client)
+
+
+@pytest.mark.parametrize("door", [door for door in DOORS if door != "mcp"])
+@pytest.mark.parametrize("media_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""])
+async def test_a_body_a_cross_site_form_can_send_runs_nothing(client, door, media_type):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {}, "message": "hi"})
+    response = await client.post(DOORS[door], content=body, headers={"Content-Type": media_type})
+    assert_refused(door, response, 415, "unsupported_media_type")
+    await served_nothing(client)
+
+
+async def test_a2a_refuses_deep_and_broken_bodies_as_json_rpc_errors(client):
+    for body in (b"[" * 100_000, b"{" * 100_000, b"[" * 40 + b"]" * 40, b"\xff\xfe{}", b'{"jsonrpc": "2.0"'):
+        assert_refused("a2a", await client.post(DOORS["a2a"], content=body, headers=JSON), 400, "invalid_json")
+    await served_nothing(client)
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ('"' + '\\"' * 1000, 0),  # escaped quotes, unterminated
+        ('"' + "\\" * 1001, 0),  # a run of backslashes, unterminated
+        ('["' + "\\\\" * 500 + '", [[]]]', 3),  # escaped backslashes: the string ends after them
+        ('["\\\\\\"[[[[", [1]]', 2),  # an escaped backslash then an escaped quote: still inside the string
+        ('{"a": "[{[{", "b": "}]}]"}', 1),
+        ("[" * 100_000, 100_000),
+        ("[]" * 1000, 1),
+        ('[{"a": [{"b": []}]}]', 5),
+        ('"[[[', 0),  # an unterminated string hides what follows
+        ("", 0),
+        ("]]]", 0),
+    ],
+)
+def test_the_depth_check_counts_only_brackets_outside_strings(text, depth):
+    assert nesting(text) == depth
+    if depth <= MAX_JSON_DEPTH:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return
+        assert nesting(json.dumps(value)) == depth
+
+
+def test_the_depth_check_agrees_with_the_parser_on_nested_json():
+    value: object = "x"
+    for level in range(MAX_JSON_DEPTH):
+        value = [value] if level % 2 else {'k\\"[': value}
+        assert parse_json(json.dumps(value).encode()) == value
+    with pytest.raises(Exception, match="deeper than"):
+        parse_json(json.dumps([value]).encode())
+
+
+def test_adversarial_bodies_at_the_largest_size_parse_in_linear_time():
+    """Each hostile body, at the largest size a door reads and at 16 times that, is refused: a scan that
+    backtracks (quadratic) would take hours at the larger size; the watchdog only catches that."""
+    script = (
+        "import sys\n"
+        "from stateful_agent.http.requests import parse_json\n"
+        "from tests.test_hostile_bodies import HOSTILE\n"
+        "for body in HOSTILE.values():\n"
+        "    for scale in (1, 16):\n"
+        "        try:\n"
+        "            parse_json(body * scale)\n"
+        "        except Exception as exc:\n"
+        "            assert type(exc).__name__ == 'InvalidJsonError', exc\n"
+        "        else:\n"
+        "            sys.exit('parsed a hostile body')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
