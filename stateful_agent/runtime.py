@@ -27,8 +27,17 @@ def build_service(settings: Settings, *, chat_client: BaseChatClient | None = No
     tool_servers = None
     if settings.mcp_servers:
         from .platform.mcp import ToolServers
+        from .platform.obo import OnBehalfOf
 
-        tool_servers = ToolServers(settings.mcp_servers, client_id=settings.azure_client_id)
+        exchange = None
+        if settings.auth_client_id and settings.auth_tenant_id:
+            exchange = OnBehalfOf(
+                settings.auth_tenant_id,
+                settings.auth_client_id,
+                client_secret=settings.auth_client_secret,
+                identity_client_id=settings.azure_client_id,
+            )
+        tool_servers = ToolServers(settings.mcp_servers, client_id=settings.azure_client_id, exchange=exchange)
     return TurnService(settings, create_store(settings), lambda: build_agent(settings, chat_client), tool_servers)
 
 

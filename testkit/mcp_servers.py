@@ -174,3 +174,34 @@ def _rpc(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     params = message.get("params") if isinstance(message.get("params"), dict) else {}
     return message.get("method"), params.get("name") if message.get("method") == "tools/call" else None
+
+
+@dataclass
+class IssuedToken:
+    token: str
+    expires_on: int
+
+
+@dataclass
+class TokenIssuer:
+    """An on-behalf-of token exchange stand-in (Entra cannot be reached here): for a caller's token and a scope,
+    a token naming that scope and a fingerprint of the caller's token, valid for ``lifetime`` seconds.
+    ``exchanges`` lists each ``(caller token, scope)`` it was asked for."""
+
+    lifetime: int = 3600
+    exchanges: list[tuple[str, str]] = field(default_factory=list)
+    closed: bool = False
+
+    @staticmethod
+    def token_for(assertion: str, scope: str) -> str:
+        """The token this issuer gives ``assertion``'s user for ``scope``."""
+        import hashlib
+
+        return f"obo|{scope}|{hashlib.sha256(assertion.encode()).hexdigest()[:12]}"
+
+    async def exchange(self, assertion: str, scope: str) -> IssuedToken:
+        self.exchanges.append((assertion, scope))
+        return IssuedToken(self.token_for(assertion, scope), int(time.time()) + self.lifetime)
+
+    async def close(self) -> None:
+        self.closed = True

@@ -15,10 +15,10 @@ import pytest
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError
-from stateful_agent.platform.mcp import MAX_RESULT_CHARS, ToolServers, bounded
+from stateful_agent.platform.mcp import MAX_CALLER_CONNECTIONS, MAX_RESULT_CHARS, ToolServers, bounded
 from stateful_agent.platform.mcp_config import parse_servers
 from stateful_agent.platform.settings import load_settings
-from testkit.mcp_servers import ToolServer
+from testkit.mcp_servers import TokenIssuer, ToolServer
 from testkit.servers import free_port
 from testkit.support import CallTool, ScriptedChatClient, run_in_new_process, settings_environment, sse_events
 from tests.conftest import DURABLE_BACKENDS
@@ -52,9 +52,9 @@ def broken() -> str:
     raise ValueError("the ledger is closed")
 
 
-def servers(**config: dict) -> tuple:
+def servers(auth_mode: str = "none", **config: dict) -> tuple:
     """Parsed ``AGENT_MCP_SERVERS`` for ``config`` (name -> server object)."""
-    return parse_servers(json.dumps({"servers": config}), {}, auth_mode="none")
+    return parse_servers(json.dumps({"servers": config}), {}, auth_mode=auth_mode, exchange=True)
 
 
 def settings_json(**config: dict) -> str:
@@ -446,17 +446,31 @@ async def test_managed_identity_tokens_are_sent_and_renewed_before_they_expire()
         await pool.close()
 
 
-async def test_caller_auth_forwards_each_users_token_to_that_server_only(make_service, monkeypatch, caplog):
-    tokens = {"Bearer alice-token", "Bearer bob-token"}
+CALLER_SETTINGS = {
+    "auth_mode": "easyauth",
+    "easyauth_local_headers": True,
+    "auth_client_id": "app-registration",
+    "auth_tenant_id": "contoso",
+}
+
+
+async def test_caller_auth_sends_each_server_only_a_token_for_its_own_scope_never_the_callers(make_service, caplog):
+    issuer = TokenIssuer()
+    alice, bob = "alice-inbound-token", "bob-inbound-token"
+    mine_scope, yours_scope = "api://mine/.default", "api://yours/.default"
+    mine_tokens = {f"Bearer {issuer.token_for(t, mine_scope)}" for t in (alice, bob)}
+    yours_tokens = {f"Bearer {issuer.token_for(t, yours_scope)}" for t in (alice, bob)}
     with (
-        ToolServer("mine", {"add": add}, accept=lambda auth: auth in tokens) as mine,
-        ToolServer("other", {"lookup": lookup}) as other,
+        ToolServer("mine", {"add": add}, accept=lambda auth: auth in mine_tokens) as mine,
+        ToolServer("yours", {"lookup": lookup}, accept=lambda auth: auth in yours_tokens) as yours,
+        ToolServer("other", {"echo_it": lambda text: text}) as other,
     ):
         config = {
-            "mine": {"url": mine.url, "readOnly": True, "auth": {"type": "caller"}},
+            "mine": {"url": mine.url, "readOnly": True, "auth": {"type": "caller", "scope": mine_scope}},
+            "yours": {"url": yours.url, "readOnly": True, "auth": {"type": "caller", "scope": yours_scope}},
             "other": {"url": other.url, "readOnly": True},
         }
-        parsed = parse_servers(json.dumps({"servers": config}), {}, auth_mode="easyauth")
+        parsed = parse_servers(json.dumps({"servers": config}), {}, auth_mode="easyauth", exchange=True)
         model = ScriptedChatClient(
             [
                 CallTool("add", {"a": 1, "b": 1}),
@@ -467,7 +481,8 @@ async def test_caller_auth_forwards_each_users_token_to_that_server_only(make_se
                 "10.",
             ]
         )
-        service = make_service("file", model, mcp_servers=parsed, auth_mode="easyauth", easyauth_local_headers=True)
+        service = make_service("file", model, mcp_servers=parsed, **CALLER_SETTINGS)
+        service.tool_servers.exchange = issuer
 
         def user(name: str, token: str) -> dict[str, str]:
             return {
@@ -478,34 +493,71 @@ async def test_caller_auth_forwards_each_users_token_to_that_server_only(make_se
 
         with caplog.at_level(logging.DEBUG):
             async with await http(service) as client:
-                assert (
-                    await client.post(TURN, json={"message": "a"}, headers=user("alice", "alice-token"))
-                ).status_code == 200
-                assert (
-                    await client.post(TURN, json={"message": "b"}, headers=user("alice", "alice-token"))
-                ).status_code == 200
-                assert (
-                    await client.post(TURN, json={"message": "c"}, headers=user("bob", "bob-token"))
-                ).status_code == 200
+                for text, name, token in (("a", "alice", alice), ("b", "alice", alice), ("c", "bob", bob)):
+                    response = await client.post(TURN, json={"message": text}, headers=user(name, token))
+                    assert response.status_code == 200, response.text
                 no_token = await client.post(
                     TURN,
                     json={"message": "d"},
                     headers={"X-MS-CLIENT-PRINCIPAL-ID": "carol", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"},
                 )
     assert [(c[1], c[2]) for c in mine.calls] == [
-        ({"a": 1, "b": 1}, "Bearer alice-token"),
-        ({"a": 5, "b": 5}, "Bearer bob-token"),
+        ({"a": 1, "b": 1}, f"Bearer {issuer.token_for(alice, mine_scope)}"),
+        ({"a": 5, "b": 5}, f"Bearer {issuer.token_for(bob, mine_scope)}"),
     ]
-    assert all(seen.authorization is None for seen in other.seen)  # another origin never sees a caller's token
-    assert {seen.authorization for seen in mine.seen} == tokens
+    assert yours.calls == [("lookup", {"item": "y"}, f"Bearer {issuer.token_for(alice, yours_scope)}")]
+    assert {seen.authorization for seen in mine.seen} == mine_tokens  # only its own scope's, for each user
+    assert {seen.authorization for seen in yours.seen} == yours_tokens
+    assert all(seen.authorization is None for seen in other.seen)
+    # one exchange per user and server, cached across turns
+    assert sorted(issuer.exchanges) == sorted((t, s) for t in (alice, bob) for s in (mine_scope, yours_scope))
     assert no_token.status_code == 200  # an optional server that acts as the caller is left out without a token
     assert "add" not in model.offered[-1]
+    secrets = (alice, bob, *(t.split(" ")[1] for t in mine_tokens | yours_tokens))
     for text in [r.getMessage() for r in caplog.records]:
-        assert "alice-token" not in text
-        assert "bob-token" not in text
+        assert not [secret for secret in secrets if secret in text]
     stored = [path.read_text() for path in service.settings.session_dir.rglob("*.json")]
     assert len(stored) == 3  # alice's, bob's and carol's sessions
-    assert not any("-token" in text for text in stored)
+    assert not any(secret in text for text in stored for secret in secrets)
+
+
+async def test_caller_tokens_are_exchanged_again_before_they_expire_and_a_refused_exchange_is_a_503(make_service):
+    scope = "api://mine/.default"
+    issuer = TokenIssuer(lifetime=60)  # inside the renewal window: exchanged again on every turn
+    with ToolServer("mine", {"add": add}, accept=lambda auth: bool(auth and auth.startswith("Bearer obo|"))) as srv:
+        config = {
+            "mine": {"url": srv.url, "readOnly": True, "required": True, "auth": {"type": "caller", "scope": scope}}
+        }
+        parsed = parse_servers(json.dumps({"servers": config}), {}, auth_mode="easyauth", exchange=True)
+        model = ScriptedChatClient([CallTool("add", {"a": 1, "b": 2}), "3.", CallTool("add", {"a": 2, "b": 2}), "4."])
+        service = make_service("memory", model, mcp_servers=parsed, **CALLER_SETTINGS)
+        service.tool_servers.exchange = issuer
+        headers = {"X-MS-CLIENT-PRINCIPAL-ID": "alice", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
+        async with await http(service) as client:
+            for token in ("first-token", "second-token"):
+                response = await client.post(
+                    TURN, json={"message": "add"}, headers={**headers, "Authorization": f"Bearer {token}"}
+                )
+                assert response.status_code == 200, response.text
+
+            class Refusing:
+                async def exchange(self, assertion: str, scope: str):
+                    raise RuntimeError(f"AADSTS65001: no consent for {assertion}")
+
+                async def close(self) -> None: ...
+
+            service.tool_servers.exchange = Refusing()
+            dave = {"X-MS-CLIENT-PRINCIPAL-ID": "dave", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
+            refused = await client.post(
+                TURN, json={"message": "add"}, headers={**dave, "Authorization": "Bearer third-token"}
+            )
+    assert [e[0] for e in issuer.exchanges] == ["first-token", "second-token"]
+    assert [c[2] for c in srv.calls] == [
+        f"Bearer {issuer.token_for(t, scope)}" for t in ("first-token", "second-token")
+    ]
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "tool_server_unavailable"
+    assert "third-token" not in refused.text
 
 
 # -- configuration ------------------------------------------------------------------------------------------
@@ -540,8 +592,37 @@ GOOD = {"url": "https://tools.contoso.com/mcp"}
             "'auth.managedIdentity.scope' is required",
         ),
         (
-            json.dumps({"servers": {"docs": {**GOOD, "auth": {"type": "caller"}}}}),
+            json.dumps({"servers": {"docs": {**GOOD, "auth": {"type": "caller", "scope": "api://docs/.default"}}}}),
             "server 'docs': 'auth' type 'caller' needs AUTH_MODE=easyauth",
+        ),
+        (
+            json.dumps({"servers": {"docs": {**GOOD, "auth": {"type": "caller"}}}}),
+            "server 'docs': 'auth.caller.scope' is required",
+        ),
+        (
+            json.dumps(
+                {
+                    "servers": {
+                        "docs": {
+                            "url": "http://tools.contoso.com/mcp",
+                            "auth": {"type": "managedIdentity", "scope": "s"},
+                        }
+                    }
+                }
+            ),
+            "server 'docs': 'auth' would send a token over plain http:// to 'tools.contoso.com'",
+        ),
+        (
+            json.dumps({"servers": {"docs": {"url": "http://10.0.0.5/mcp", "headers": {"X-Api-Key": "k"}}}}),
+            "server 'docs': header 'X-Api-Key' would send a credential over plain http:// to '10.0.0.5'",
+        ),
+        (
+            json.dumps({"servers": {"docs": {"url": "http://tools/mcp", "headers": {"Authorization": "Bearer x"}}}}),
+            "header 'Authorization' would send a credential over plain http://",
+        ),
+        (
+            json.dumps({"servers": {"docs": {"url": "http://tools/mcp", "headers": {"X-Tenant": "${env:HOME}"}}}}),
+            "header 'X-Tenant' would send a credential over plain http://",
         ),
         (
             json.dumps({"servers": {"docs": {**GOOD, "headers": {"X-Key": "${env:MISSING_KEY}"}}}}),
@@ -593,11 +674,23 @@ def test_a_good_configuration_parses_with_references_resolved():
                 "timeoutSeconds": 12.5,
                 "required": True,
             },
-            "me": {"url": "https://graph.contoso.com/mcp", "auth": {"type": "caller"}, "readOnly": True},
+            "me": {
+                "url": "https://graph.contoso.com/mcp",
+                "auth": {"type": "caller", "scope": "api://graph/.default"},
+                "readOnly": True,
+            },
+            "local": {"url": "http://127.0.0.1:7072/mcp", "headers": {"X-Api-Key": "${env:DOCS_KEY}"}},
         }
     }
-    settings = load_settings({"AGENT_MCP_SERVERS": json.dumps(config), "DOCS_KEY": "k-1", "AUTH_MODE": "easyauth"})
-    docs, me = settings.mcp_servers
+    environ = {"AGENT_MCP_SERVERS": json.dumps(config), "DOCS_KEY": "k-1", "AUTH_MODE": "easyauth"}
+    settings = load_settings({**environ, "AUTH_CLIENT_ID": "app", "AUTH_TENANT_ID": "contoso"})
+    docs, me, local = settings.mcp_servers
+    assert local.headers == {"X-Api-Key": "k-1"}  # plain http:// to loopback crosses no network
+    assert "k-1" not in repr(settings)  # resolved values never in a repr
+    assert "k-1" not in repr(docs)
+    assert me.auth.scope == "api://graph/.default"
+    with pytest.raises(ConfigurationError, match=r"server 'me': 'auth' type 'caller' exchanges .* AUTH_CLIENT_ID"):
+        load_settings(environ)
     assert (docs.name, docs.headers, docs.allowed_tools) == (
         "docs",
         {"X-Api-Key": "k-1", "X-Team": "agents"},
@@ -669,3 +762,28 @@ async def test_the_sample_server_and_settings_run_the_documented_walkthrough(sam
     assert done["reply"] == """[echo, offline] add_note returned: {"result": "Saved the note 'todo'."}"""
     assert listed["approvals"] == []  # read-only tools need no approval
     assert "todo" in listed["reply"]
+
+
+async def test_what_the_process_holds_per_user_stays_bounded_however_many_users_come():
+    issuer = TokenIssuer()
+    scope = "api://mine/.default"
+    with ToolServer("mine", {"add": add}, accept=lambda auth: bool(auth and auth.startswith("Bearer obo|"))) as srv:
+        config = {"url": srv.url, "readOnly": True, "auth": {"type": "caller", "scope": scope}}
+        pool = ToolServers(servers("easyauth", mine=config), exchange=issuer)
+        users = MAX_CALLER_CONNECTIONS + 6
+        for user in range(users):
+            assert len(await pool.tools(owner=f"user-{user}", bearer=f"token-{user}")) == 1
+        held = pool.held()
+        srv.stop()  # now every new user's connection fails to open
+        for user in range(users, 3 * users):
+            assert await pool.tools(owner=f"user-{user}", bearer=f"token-{user}") == []
+        after = pool.held()
+        await pool.close()
+    assert held == {
+        "connections": MAX_CALLER_CONNECTIONS,
+        "locks": MAX_CALLER_CONNECTIONS,
+        "caller_tokens": MAX_CALLER_CONNECTIONS,
+    }
+    assert after["connections"] == after["locks"] == MAX_CALLER_CONNECTIONS  # failed users leave no lock
+    assert after["caller_tokens"] <= MAX_CALLER_CONNECTIONS
+    assert pool.held() == {"connections": 0, "locks": 0, "caller_tokens": 0}

@@ -145,17 +145,29 @@ async def test_a_tool_turn_has_a_span_per_tool_call(make_service, finished):
 
 async def test_an_mcp_tool_call_is_traced_with_its_server_and_the_callers_token_never_appears(make_service, finished):
     from stateful_agent.platform.mcp_config import parse_servers
-    from testkit.mcp_servers import ToolServer
+    from testkit.mcp_servers import TokenIssuer, ToolServer
 
     def add(a: int, b: int) -> int:
         """Add."""
         return a + b
 
-    with ToolServer("mine", {"add": add}, token="caller-token-123") as server:
-        config = {"servers": {"mine": {"url": server.url, "readOnly": True, "auth": {"type": "caller"}}}}
-        servers = parse_servers(json.dumps(config), {}, auth_mode="easyauth")
+    issuer, scope = TokenIssuer(), "api://mine/.default"
+    exchanged = issuer.token_for("caller-token-123", scope)
+    with ToolServer("mine", {"add": add}, token=exchanged) as server:
+        auth = {"type": "caller", "scope": scope}
+        config = {"servers": {"mine": {"url": server.url, "readOnly": True, "auth": auth}}}
+        servers = parse_servers(json.dumps(config), {}, auth_mode="easyauth", exchange=True)
         model = ScriptedChatClient([CallTool("add", {"a": 1, "b": 2}), "3"])
-        service = make_service("memory", model, mcp_servers=servers, auth_mode="easyauth", easyauth_local_headers=True)
+        service = make_service(
+            "memory",
+            model,
+            mcp_servers=servers,
+            auth_mode="easyauth",
+            easyauth_local_headers=True,
+            auth_client_id="app",
+            auth_tenant_id="contoso",
+        )
+        service.tool_servers.exchange = issuer
         headers = {
             "X-MS-CLIENT-PRINCIPAL-ID": "alice",
             "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
@@ -169,7 +181,7 @@ async def test_an_mcp_tool_call_is_traced_with_its_server_and_the_callers_token_
         finally:
             enable_instrumentation(enable_sensitive_data=False)
     assert response.status_code == 200
-    assert server.calls == [("add", {"a": 1, "b": 2}, "Bearer caller-token-123")]
+    assert server.calls == [("add", {"a": 1, "b": 2}, f"Bearer {exchanged}")]
     spans = finished()
     (tool,) = [s for s in spans if s.name == "execute_tool add"]
     assert tool.attributes["mcp.server.name"] == "mine"
@@ -180,7 +192,7 @@ async def test_an_mcp_tool_call_is_traced_with_its_server_and_the_callers_token_
     for span in spans:
         texts = [str(v) for v in span.attributes.values()]
         texts += [str(v) for event in span.events for v in (event.attributes or {}).values()]
-        assert not [text for text in texts if "caller-token-123" in text], span.name
+        assert not [text for text in texts if "caller-token-123" in text or exchanged in text], span.name
 
 
 async def test_each_mcp_and_a2a_call_is_one_trace_with_its_turn_inside(make_service, finished):

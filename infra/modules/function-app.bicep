@@ -164,6 +164,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AGENT_MCP_SERVERS: agentMcpServers
     AGENT_INSTRUCTIONS: agentInstructions
     AZURE_CLIENT_ID: identityClientId
+    // The app registration that Easy Auth validates tokens for: MCP servers with auth 'caller' get tokens on the
+    // caller's behalf as this registration, which trusts the managed identity (docs/tools.md). Never a secret.
+    AUTH_CLIENT_ID: authClientId
+    AUTH_TENANT_ID: easyAuth ? tenant().tenantId : ''
   }
 }
 

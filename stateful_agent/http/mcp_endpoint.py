@@ -3,8 +3,10 @@ turn pipeline and sessions as the other front doors.
 
 ``ask`` takes ``message``, an optional ``conversation`` key and ``approvals`` (answers to pending tool
 approvals). The caller's identity and the key name the session (``mcp-<key>``, with a hash of the function key
-when function keys are the identity), so two callers never share one. The result is the reply text; a turn that
-waits for approvals says so, lists them, and returns at once: the answer is a second call.
+when function keys are the identity, so two keys do not continue each other's conversations by accident; with
+``AUTH_MODE=none`` every key holder is the same owner and can reach every session on every door). The result is
+the reply text; a turn that waits for approvals says so, lists them, and returns at once: the answer is a second
+call.
 
 The official ``mcp`` SDK serves the protocol (its low-level ``Server`` and stateless session manager, run once
 per process and event loop); this module bridges one Functions request to it and back.

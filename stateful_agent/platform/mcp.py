@@ -28,6 +28,7 @@ from opentelemetry import trace
 
 from ..errors import ToolServerUnavailableError, UnauthenticatedError
 from .mcp_config import CallerAuth, ManagedIdentityAuth, McpServer, normalized
+from .obo import TokenExchange
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
@@ -36,7 +37,7 @@ _tracer = trace.get_tracer(__name__)
 MAX_RESULT_CHARS = 32_000
 #: Most users whose ``caller``-auth connections one process keeps open per server (least recently used go).
 MAX_CALLER_CONNECTIONS = 64
-#: A managed identity token is renewed this many seconds before it expires.
+#: A token (managed identity, or exchanged for a caller) is renewed this many seconds before it expires.
 TOKEN_RENEWAL_SECONDS = 300
 SERVER_ATTRIBUTE = "mcp.server.name"
 #: Argument names MAF holds back from MCP servers because its own run context uses them; a remote tool that
@@ -145,15 +146,23 @@ class ToolServers:
     """The configured MCP servers' connections in this process, and the tools they offer a turn."""
 
     def __init__(
-        self, servers: Sequence[McpServer], *, client_id: str | None = None, credential: TokenSource | None = None
+        self,
+        servers: Sequence[McpServer],
+        *,
+        client_id: str | None = None,
+        credential: TokenSource | None = None,
+        exchange: TokenExchange | None = None,
     ) -> None:
         self.servers = tuple(servers)
         self._client_id = client_id
         self._credential = credential
         self._owns_credential = credential is None
+        #: Exchanges a caller's token for a server's (on-behalf-of); required by ``caller`` auth.
+        self.exchange = exchange
         self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, expires at)
+        self._caller_tokens: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()  # (server, owner)
         self._connections: OrderedDict[tuple[str, str], ServerTool] = OrderedDict()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}  # only for keys with a connection or a caller
         self._prefixed: set[str] = set()  # servers whose tool names clash: their tools are prefixed
         self._retiring: dict[asyncio.Task[None], ServerTool] = {}  # replaced connections, closed a little later
 
@@ -162,7 +171,8 @@ class ToolServers:
     ) -> list[FunctionTool]:
         """The MCP tools to offer one turn: every reachable server's (opening connections on first use).
 
-        ``owner`` and ``bearer`` are the caller and its validated bearer token (``caller`` auth); ``local`` the
+        ``owner`` and ``bearer`` are the caller and its validated bearer token (``caller`` auth: exchanged for
+        the server's own token, never sent); ``local`` the
         agent's own tool names (a clash prefixes the server's tools); ``needed`` the names of tools whose
         approved calls this turn runs.
 
@@ -201,6 +211,15 @@ class ToolServers:
             )
         return offered
 
+    def held(self) -> dict[str, int]:
+        """How many per-(server, user) entries this process holds: open connections, their locks, and caller
+        tokens; each is bounded by ``MAX_CALLER_CONNECTIONS`` per server however many users come."""
+        return {
+            "connections": len(self._connections),
+            "locks": len(self._locks),
+            "caller_tokens": len(self._caller_tokens),
+        }
+
     async def close(self) -> None:
         """Close every connection, and the credential this object created."""
         connections, self._connections = list(self._connections.values()), OrderedDict()
@@ -210,28 +229,48 @@ class ToolServers:
         self._retiring.clear()
         for tool in connections:
             await _close_quietly(tool)
+        self._locks.clear()
+        self._caller_tokens.clear()
         if self._credential is not None and self._owns_credential:
             await self._credential.close()
             self._credential = None
+        if self.exchange is not None:
+            await self.exchange.close()
 
     async def _connection(self, server: McpServer, owner: str, bearer: str | None) -> ServerTool:
         key = (server.name, owner if isinstance(server.auth, CallerAuth) else "")
-        headers = await self._headers(server, bearer)
-        identity = tuple(sorted(headers.items()))
         tool = self._connections.get(key)
-        if tool is not None and tool.identity == identity and tool.is_connected:
+        if tool is not None and tool.is_connected and self._fresh(server, key):
             self._connections.move_to_end(key)
             return tool
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            tool = self._connections.get(key)
-            if tool is not None and tool.identity == identity and tool.is_connected:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                headers = await self._headers(server, key, bearer)
+                identity = tuple(sorted(headers.items()))
+                tool = self._connections.get(key)
+                if tool is not None and tool.identity == identity and tool.is_connected:
+                    self._connections.move_to_end(key)
+                    return tool
+                if tool is not None:  # a new token, or a connection that closed: replace it
+                    self._retire(self._connections.pop(key))
+                tool = await self._open(server, headers)
+                self._connections[key] = tool
+                self._evict(server)
                 return tool
-            if tool is not None:  # a new token, or a connection that closed: replace it
-                self._retire(self._connections.pop(key))
-            tool = await self._open(server, headers)
-            self._connections[key] = tool
-            self._evict(server)
-            return tool
+        finally:
+            if key not in self._connections and not lock.locked():
+                self._locks.pop(key, None)  # no connection to guard: the map holds only live keys
+
+    def _fresh(self, server: McpServer, key: tuple[str, str]) -> bool:
+        """Whether the token a connection was opened with (if any) is still good for a while."""
+        if isinstance(server.auth, CallerAuth):
+            expires = self._caller_tokens.get(key, ("", 0.0))[1]
+        elif isinstance(server.auth, ManagedIdentityAuth):
+            expires = self._tokens.get(server.auth.scope, ("", 0.0))[1]
+        else:
+            return True
+        return expires - time.time() > TOKEN_RENEWAL_SECONDS
 
     async def _open(self, server: McpServer, headers: dict[str, str]) -> ServerTool:
         tool = ServerTool(server, headers, server.name if server.name in self._prefixed else None)
@@ -258,16 +297,10 @@ class ToolServers:
             span.set_attribute("mcp.tools.count", len(tool.functions))
         return tool
 
-    async def _headers(self, server: McpServer, bearer: str | None) -> dict[str, str]:
+    async def _headers(self, server: McpServer, key: tuple[str, str], bearer: str | None) -> dict[str, str]:
         headers = dict(server.headers)
         if isinstance(server.auth, CallerAuth):
-            if not bearer:
-                logger.info("MCP server %r acts as the caller, and this request has no bearer token", server.name)
-                raise UnauthenticatedError(
-                    f"The tool server {server.name!r} acts as you: send your Microsoft Entra token as "
-                    "'Authorization: Bearer <token>'."
-                )
-            headers["Authorization"] = f"Bearer {bearer}"
+            headers["Authorization"] = f"Bearer {await self._caller_token(server, key, bearer)}"
         elif isinstance(server.auth, ManagedIdentityAuth):
             headers["Authorization"] = f"Bearer {await self._token(server, server.auth.scope)}"
         return headers
@@ -290,6 +323,40 @@ class ToolServers:
         self._tokens[scope] = (access.token, float(access.expires_on))
         return access.token
 
+    async def _caller_token(self, server: McpServer, key: tuple[str, str], bearer: str | None) -> str:
+        """A token for ``server``'s own scope on behalf of the caller (the caller's token itself never leaves
+        the app): one per user and server, exchanged again shortly before it expires."""
+        assert isinstance(server.auth, CallerAuth)
+        token, expires = self._caller_tokens.get(key, ("", 0.0))
+        if expires - time.time() > TOKEN_RENEWAL_SECONDS:
+            self._caller_tokens.move_to_end(key)
+            return token
+        if not bearer:
+            logger.info("MCP server %r acts as the caller, and this request has no bearer token", server.name)
+            raise UnauthenticatedError(
+                f"The tool server {server.name!r} acts as you: send your Microsoft Entra token as "
+                "'Authorization: Bearer <token>'."
+            )
+        if self.exchange is None:
+            raise ToolServerUnavailableError(
+                f"The tool server {server.name!r} cannot be reached: no token exchange is configured.",
+                internal="caller auth without an on-behalf-of exchange (AUTH_CLIENT_ID, AUTH_TENANT_ID)",
+            )
+        try:
+            access = await self.exchange.exchange(bearer, server.auth.scope)
+        except Exception as exc:  # no consent, an expired token, Entra cannot be reached
+            reason = _reason(exc).replace(bearer, "<token>")
+            logger.warning("No on-behalf-of token for MCP server %r: %s", server.name, reason)
+            raise ToolServerUnavailableError(
+                f"The tool server {server.name!r} cannot be reached: no token for its scope on your behalf.",
+                internal=reason,
+            ) from None
+        self._caller_tokens[key] = (access.token, float(access.expires_on))
+        self._caller_tokens.move_to_end(key)
+        while len(self._caller_tokens) > MAX_CALLER_CONNECTIONS * max(1, len(self.servers)):
+            self._caller_tokens.popitem(last=False)
+        return access.token
+
     async def _resolve_clashes(self, connected: Sequence[ServerTool], local: set[str]) -> None:
         """Prefix the tools of every server whose tool names clash with a local tool's or another server's."""
         owners: dict[str, set[str]] = {}
@@ -309,6 +376,10 @@ class ToolServers:
         users = [key for key in self._connections if key[0] == server.name]
         for key in users[: max(0, len(users) - MAX_CALLER_CONNECTIONS)]:
             self._retire(self._connections.pop(key))
+            self._caller_tokens.pop(key, None)
+            lock = self._locks.get(key)
+            if lock is not None and not lock.locked():
+                del self._locks[key]
 
     def _retire(self, tool: ServerTool) -> None:
         """Close a replaced connection once calls that may still use it had their time."""

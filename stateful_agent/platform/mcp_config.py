@@ -9,6 +9,7 @@ settings as ``${env:NAME}``, so secrets stay in app settings (or Key Vault refer
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -28,6 +29,9 @@ _ENV_REFERENCE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 #: Headers this app sets itself, or that would let configuration spoof the transport.
 _RESERVED_HEADERS = {"content-type", "accept", "content-length", "host", "mcp-session-id", "mcp-protocol-version"}
+#: Header names that carry a credential (besides any value taken from an app setting).
+_CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "cookie"}
+_CREDENTIAL_WORDS = ("key", "token", "secret", "password", "auth", "signature", "credential", "session")
 
 
 class _Strict(BaseModel):
@@ -50,9 +54,11 @@ class ManagedIdentityAuth(_Strict):
 
 
 class CallerAuth(_Strict):
-    """The caller's own bearer token (the ``Authorization`` header Easy Auth validated), to this server only."""
+    """A token for ``scope`` (the server's own resource) on the caller's behalf: the caller's token, which Easy
+    Auth validated for this app, is exchanged for it (OAuth 2.0 on-behalf-of) and never sent on."""
 
     type: Literal["caller"]
+    scope: str = Field(min_length=1)
 
 
 class McpServer(_Strict):
@@ -61,7 +67,7 @@ class McpServer(_Strict):
     name: str = ""  # the key it is configured under
     type: Literal["http"] = "http"
     url: str
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)  # may hold secrets: never in a repr
     allowed_tools: tuple[str, ...] | None = Field(default=None, alias="allowedTools")
     approval: Literal["always", "never"] | ToolApproval | None = None
     auth: Annotated[ManagedIdentityAuth | CallerAuth, Field(discriminator="type")] | None = None
@@ -92,13 +98,17 @@ def normalized(name: str) -> str:
     return _UNSAFE.sub("-", name)
 
 
-def parse_servers(text: str | None, environ: Mapping[str, str], *, auth_mode: str) -> tuple[McpServer, ...]:
-    """The servers ``text`` (the setting's JSON) configures, with ``${env:NAME}`` references resolved.
+def parse_servers(
+    text: str | None, environ: Mapping[str, str], *, auth_mode: str, exchange: bool = False
+) -> tuple[McpServer, ...]:
+    """The servers ``text`` (the setting's JSON) configures, with ``${env:NAME}`` references resolved;
+    ``exchange`` says whether the app can exchange a caller's token (``AUTH_CLIENT_ID``, ``AUTH_TENANT_ID``).
 
     Raises:
         ConfigurationError: The JSON is malformed, a key is unknown, a value invalid, a URL not http(s), a
-            referenced variable unset, or ``caller`` auth is used without ``AUTH_MODE=easyauth``; the message
-            names the server and the key.
+            referenced variable unset, a credential would cross the network in plain ``http://``, or ``caller``
+            auth is used without ``AUTH_MODE=easyauth`` or a token exchange; the message names the server and
+            the key.
     """
     if not text or not text.strip():
         return ()
@@ -124,31 +134,66 @@ def parse_servers(text: str | None, environ: Mapping[str, str], *, auth_mode: st
             server = McpServer.model_validate({**body, "name": name})
         except ValidationError as exc:
             raise ConfigurationError(f"{where}: {_first_problem(exc)}") from None
-        servers.append(_checked(server, where, environ, auth_mode))
+        servers.append(_checked(server, where, environ, auth_mode, exchange))
     return tuple(servers)
 
 
-def _checked(server: McpServer, where: str, environ: Mapping[str, str], auth_mode: str) -> McpServer:
+def _checked(server: McpServer, where: str, environ: Mapping[str, str], auth_mode: str, exchange: bool) -> McpServer:
     parts = urlsplit(server.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"{where}: 'url' must be an absolute http(s) URL, not {server.url!r}.")
     if parts.username or parts.password:
         raise ConfigurationError(f"{where}: 'url' must not hold credentials; put them in 'headers' as ${{env:NAME}}.")
+    plain = parts.scheme == "http" and not _loopback(parts.hostname)
+    if plain and server.auth is not None:
+        raise ConfigurationError(
+            f"{where}: 'auth' would send a token over plain http:// to {parts.hostname!r}; use an https:// 'url'."
+        )
     headers: dict[str, str] = {}
     for header, value in server.headers.items():
         if not _HEADER_NAME.fullmatch(header) or header.lower() in _RESERVED_HEADERS:
             raise ConfigurationError(f"{where}: 'headers' cannot set {header!r}.")
         if header.lower() == "authorization" and server.auth is not None:
             raise ConfigurationError(f"{where}: 'headers' sets Authorization, which 'auth' already sends.")
+        if plain and _credential(header, value):
+            raise ConfigurationError(
+                f"{where}: header {header!r} would send a credential over plain http:// to {parts.hostname!r}; "
+                "use an https:// 'url'."
+            )
         headers[header] = _ENV_REFERENCE.sub(
             functools.partial(_variable, where=where, header=header, environ=environ), value
         )
-    if isinstance(server.auth, CallerAuth) and auth_mode != "easyauth":
-        raise ConfigurationError(f"{where}: 'auth' type 'caller' needs AUTH_MODE=easyauth (a validated caller token).")
+    if isinstance(server.auth, CallerAuth):
+        if auth_mode != "easyauth":
+            raise ConfigurationError(
+                f"{where}: 'auth' type 'caller' needs AUTH_MODE=easyauth (a validated caller token)."
+            )
+        if not exchange:
+            raise ConfigurationError(
+                f"{where}: 'auth' type 'caller' exchanges the caller's token on its behalf, as the app "
+                "registration: set AUTH_CLIENT_ID and AUTH_TENANT_ID."
+            )
     for tool in (*(server.allowed_tools or ()), *_listed(server.approval)):
         if not tool:
             raise ConfigurationError(f"{where}: a tool name is empty.")
     return server.model_copy(update={"headers": headers})
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (where plain ``http://`` crosses no network)."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credential(header: str, value: str) -> bool:
+    """Whether a configured header carries a credential: a credential's name, or a value from an app setting
+    (where secrets belong)."""
+    name = header.lower()
+    return name in _CREDENTIAL_HEADERS or any(word in name for word in _CREDENTIAL_WORDS) or "${env:" in value
 
 
 def _listed(approval: Any) -> tuple[str, ...]:

@@ -313,6 +313,25 @@ class Settings:
     azure_client_id: str | None = setting(
         "AZURE_CLIENT_ID", "Client id of the user-assigned managed identity (Azure only)."
     )
+    auth_client_id: str | None = setting(
+        "AUTH_CLIENT_ID",
+        "With Easy Auth: the app registration's client id. MCP servers with `auth: caller` get tokens on the "
+        "caller's behalf as this registration ([Tools](tools.md#servers-that-act-as-the-caller)).",
+    )
+    auth_tenant_id: str | None = setting("AUTH_TENANT_ID", "The Microsoft Entra tenant of that app registration.")
+    auth_client_secret: str | None = dataclasses.field(
+        default=None,
+        repr=False,
+        metadata={
+            "setting": Setting(
+                "AUTH_CLIENT_SECRET",
+                "A client secret of that app registration, for local runs only; in Azure the managed identity "
+                "is its credential (a federated identity credential), never a secret.",
+                "secret",
+                local_only=True,
+            )
+        },
+    )
 
     @property
     def model_label(self) -> str:
@@ -430,7 +449,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["agent_mcp_servers"]:
         from .mcp_config import parse_servers  # pydantic: loaded only when servers are configured
 
-        values["mcp_servers"] = parse_servers(values["agent_mcp_servers"], env.environ, auth_mode=values["auth_mode"])
+        values["mcp_servers"] = parse_servers(
+            values["agent_mcp_servers"],
+            env.environ,
+            auth_mode=values["auth_mode"],
+            exchange=bool(values["auth_client_id"] and values["auth_tenant_id"]),
+        )
     return Settings(
         **values,
         easyauth_enabled=(env.text("WEBSITE_AUTH_ENABLED") or "").lower() == "true",
