@@ -83,6 +83,9 @@ param agentTools string = ''
 @description('Remote MCP servers whose tools the agent uses, as AGENT_MCP_SERVERS: VS Code mcp.json JSON, {"servers": {"<name>": {"type": "http", "url": "https://..."}}}; secrets as \${env:NAME} references to app settings, never inline. Empty = none.')
 param agentMcpServers string = ''
 
+@description('The public URL the app\'s routes are served under, route prefix included (a custom domain or a gateway), e.g. https://agents.contoso.com/api, as PUBLIC_BASE_URL. Empty = https://<default host name>/api.')
+param publicBaseUrl string = ''
+
 @description('Client id of an existing Microsoft Entra app registration. Set: App Service Authentication (Easy Auth) requires a signed-in user on every API call but /api/health, and each session belongs to its user (AUTH_MODE=easyauth). Empty: function keys, sessions shared (AUTH_MODE=none).')
 param authClientId string = ''
 
@@ -210,6 +213,7 @@ module functionApp 'modules/function-app.bicep' = {
     agentInstructions: agentInstructions
     agentTools: agentTools
     agentMcpServers: agentMcpServers
+    publicBaseUrl: publicBaseUrl
     authClientId: authClientId
   }
 }

@@ -19,11 +19,9 @@ def test_conversation_survives_a_restart_of_the_local_host(tmp_path):
     settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
 
     with devhost(settings_file) as base:
-        assert httpx.get(f"{base}/api/health").json() == {
-            "status": "ok",
-            "backend": "file",
-            "model": "echo (offline, no model configured)",
-        }
+        assert httpx.get(f"{base}/api/health").json() == {"status": "ok"}  # anonymous: nothing more
+        me = httpx.get(f"{base}/api/me").json()
+        assert (me["backend"], me["model"]) == ("file", "echo (offline, no model configured)")
         first = httpx.post(f"{base}/api/sessions/demo/turns", json={"message": "My name is Ada."})
         assert first.status_code == 200
         assert first.json()["turn"] == 1

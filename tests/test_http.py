@@ -46,7 +46,9 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert set(body) >= PROBLEM_FIELDS
+    anonymous = response.request.url.path == "/api/health"  # the status and code only
+    assert set(body) >= PROBLEM_FIELDS - {"detail"} if anonymous else PROBLEM_FIELDS
+    assert "detail" not in body or not anonymous
     assert (body["status"], body["code"]) == (status, code)
     assert body["type"].endswith(code)
     assert "Traceback" not in response.text
@@ -116,11 +118,13 @@ async def test_a_conversation_over_http(client_for, make_service, backend):
     assert (await client.delete(f"/api/sessions/{session_id}")).status_code == 204  # idempotent
 
 
-async def test_health_reports_backend_and_model(client_for, make_service, backend):
+async def test_health_says_ok_only_and_me_reports_backend_and_model(client_for, make_service, backend):
     _, client = await _client(client_for, make_service, backend)
     response = await client.get("/api/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "backend": backend, "model": "echo (offline, no model configured)"}
+    assert response.json() == {"status": "ok"}  # anonymous: no backend, no model deployment
+    me = (await client.get("/api/me")).json()
+    assert (me["backend"], me["model"]) == (backend, "echo (offline, no model configured)")
 
 
 @pytest.mark.parametrize(
@@ -257,12 +261,16 @@ async def test_concurrent_turns_get_200_or_409_and_history_holds_exactly_the_win
     assert [m["text"] for m in described["messages"]] == [f"m{winner}", responses[winner].json()["reply"]]
 
 
-async def test_configuration_errors_are_reported_as_problems(monkeypatch):
+async def test_configuration_errors_are_reported_as_problems(monkeypatch, caplog):
     await runtime.install(None)
-    monkeypatch.setenv("MAF_SESSION_BACKEND", "redis")
+    monkeypatch.setenv("MAF_SESSION_BACKEND", "redis-at-secret-host")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
-        body = assert_problem(await client.get("/api/health"), 500, "configuration_error")
+        anonymous = assert_problem(await client.get("/api/health"), 500, "configuration_error")
+        body = assert_problem(await client.get("/api/sessions/s1"), 500, "configuration_error")
     assert "MAF_SESSION_BACKEND" in body["detail"]
+    assert "detail" not in anonymous  # the status and code only: no setting and no value to an anonymous caller
+    assert "redis-at-secret-host" not in json.dumps(anonymous)
+    assert any("redis-at-secret-host" in record.getMessage() for record in caplog.records)  # the log has it
 
 
 async def test_unexpected_errors_are_500s_without_internals(client_for, make_service, caplog):

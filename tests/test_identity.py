@@ -352,4 +352,4 @@ async def test_me_says_how_callers_are_identified_and_who_this_one_is(make_servi
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as client:
         response = await client.get("/api/me", headers=headers)
     assert response.status_code == 200
-    assert response.json() == expected
+    assert response.json() == {**expected, "backend": "memory", "model": "echo (offline, no model configured)"}

@@ -42,6 +42,8 @@ param agentInstructions string
 param agentTools string
 @description('Remote MCP servers (AGENT_MCP_SERVERS JSON); empty = none.')
 param agentMcpServers string
+@description('The public URL of the app\'s routes, route prefix included (PUBLIC_BASE_URL); empty = the default host name\'s.')
+param publicBaseUrl string
 @description('Client id of an existing Entra app registration; empty = no App Service Authentication.')
 param authClientId string
 
@@ -162,6 +164,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AGENT_NAME: agentName
     AGENT_TOOLS: agentTools
     AGENT_MCP_SERVERS: agentMcpServers
+    PUBLIC_BASE_URL: publicBaseUrl
     AGENT_INSTRUCTIONS: agentInstructions
     AZURE_CLIENT_ID: identityClientId
     // The app registration that Easy Auth validates tokens for: MCP servers with auth 'caller' get tokens on the

@@ -32,6 +32,7 @@ from ..errors import (
     UnsupportedMediaTypeError,
     printable,
 )
+from ..platform.settings import route_prefix
 from ..runtime import get_service
 from ..sessions import cursors
 from . import sse
@@ -118,17 +119,15 @@ def agent_card(base: str, settings: Any) -> dict[str, Any]:
 
 @served("GET", ".well-known/agent-card.json")
 async def card(req: Request) -> Response:
-    """``GET /api/.well-known/agent-card.json``: the public agent card (anonymous: it holds no data)."""
-    return StrictJSONResponse(agent_card(_base(req), get_service().settings))
-
-
-def _base(req: Request) -> str:
-    """The app's public base URL with the route prefix (``https://<app>/api``), from the request."""
-    proto = req.headers.get("x-forwarded-proto") or req.url.scheme
-    host = req.headers.get("x-forwarded-host") or req.headers.get("host") or req.url.netloc
-    path = req.url.path
-    prefix = path[: path.index("/.well-known/")] if "/.well-known/" in path else path.rsplit("/", 1)[0]
-    return f"{proto}://{host}{prefix}"
+    """``GET /api/.well-known/agent-card.json``: the public agent card (anonymous: it holds no data). Its URLs
+    come from the settings, never from the request's ``Host`` or ``X-Forwarded-*`` headers, so a shared cache
+    cannot keep a card that a forged header pointed elsewhere."""
+    settings = get_service().settings
+    base = settings.published_base()
+    if base is None:  # a local host, which no shared cache stands in front of: the address it was reached at
+        base = f"{req.url.scheme}://{req.url.netloc}/{route_prefix()}".rstrip("/")
+        return StrictJSONResponse(agent_card(base, settings), headers={"Cache-Control": "no-store"})
+    return StrictJSONResponse(agent_card(base, settings), headers={"Cache-Control": "public, max-age=300"})
 
 
 # -- tasks ----------------------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ class StrictJSONResponse(JSONResponse):
         return encode_json(content.as_json() if isinstance(content, BaseModel) else content)
 
 
-def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, Any]:
-    """The RFC 9457 problem document of an error."""
+def problem(error: AgentServiceError, instance: str | None = None, *, detail: bool = True) -> dict[str, Any]:
+    """The RFC 9457 problem document of an error (without its ``detail`` when ``detail`` is false)."""
     body: dict[str, Any] = {
         **error.extra,
         "type": PROBLEM_TYPE_PREFIX + error.code,
@@ -47,16 +47,18 @@ def problem(error: AgentServiceError, instance: str | None = None) -> dict[str, 
         "detail": error.detail,
         "code": error.code,
     }
+    if not detail:
+        del body["detail"]
     if instance:
         body["instance"] = printable(instance, 2048)
     return body
 
 
-def problem_response(error: AgentServiceError, instance: str | None = None) -> Response:
+def problem_response(error: AgentServiceError, instance: str | None = None, *, detail: bool = True) -> Response:
     """The ``application/problem+json`` response for an error; rendering it never fails."""
     try:
         return StrictJSONResponse(
-            problem(error, instance),
+            problem(error, instance, detail=detail),
             status_code=error.status,
             headers=error.headers,
             media_type="application/problem+json",

@@ -7,6 +7,7 @@ module imports no agent or cloud SDK, so indexing the function app stays fast.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,12 @@ from ..platform.identity import Caller, caller
 from ..runtime import get_service
 from ..turns.idempotency import validate_key
 from . import requests, sse
-from .problems import StrictJSONResponse, served
+from .problems import StrictJSONResponse, problem_response, served
 
 if TYPE_CHECKING:
     from ..turns.service import TurnService
+
+logger = logging.getLogger(__name__)
 
 
 @served("POST", "sessions/{session_id}/turns")
@@ -108,13 +111,15 @@ async def delete_session(req: Request) -> Response:
 
 @served("GET", "me")
 async def me(req: Request) -> Response:
-    """``GET /api/me``: how the app identifies callers (``auth_mode``) and who this caller is (``user``,
-    ``null`` when sessions are shared)."""
+    """``GET /api/me``: how the app identifies callers (``auth_mode``), who this caller is (``user``, ``null``
+    when sessions are shared), and where sessions live and which model answers (``backend``, ``model``)."""
     from ..sessions.bodies import Me, User
 
     service, who = _identity(req)
     user = User(id=who.principal_id, provider=who.provider, name=who.name) if who.provider else None
-    return StrictJSONResponse(Me(auth_mode=service.settings.auth_mode, user=user))
+    settings = service.settings
+    body = Me(auth_mode=settings.auth_mode, user=user, backend=settings.backend, model=settings.model_label)
+    return StrictJSONResponse(body)
 
 
 @served("GET", "ui")
@@ -128,9 +133,17 @@ async def chat_page(req: Request) -> Response:
     return Response(html, media_type="text/html; charset=utf-8", headers=headers)
 
 
-@served("GET", "health")
+def _anonymous(error: AgentServiceError, instance: str) -> Response:
+    """A problem for an anonymous caller: the status and code only; the detail (which may name settings and their
+    values) goes to the log."""
+    logger.warning("GET /health -> %d %s: %s", error.status, error.code, error.detail)
+    return problem_response(error, instance, detail=False)
+
+
+@served("GET", "health", render=_anonymous)
 async def health(req: Request) -> Response:
-    """``GET /api/health``: 200 when the store answers, else 503 ``store_unavailable``."""
+    """``GET /api/health`` (anonymous): ``{"status": "ok"}`` when the store answers, else ``503
+    store_unavailable`` (or ``configuration_error``), with the status and code only."""
     return StrictJSONResponse(await get_service().health())
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 
@@ -87,9 +88,17 @@ class Settings:
         False,
         local_only=True,
     )
-    #: Platform facts (set by App Service, not app settings): Easy Auth is on; the app runs in Azure.
+    #: Platform facts (set by App Service, not app settings): Easy Auth is on; the app runs in Azure; its
+    #: default host name (``WEBSITE_HOSTNAME``).
     easyauth_enabled: bool = False
     in_azure: bool = False
+    website_hostname: str | None = None
+    public_base_url: str | None = setting(
+        "PUBLIC_BASE_URL",
+        "The public URL the app's routes are served under, route prefix included, e.g. "
+        "`https://agents.contoso.com/api` (a custom domain or a gateway); unset: `https://<WEBSITE_HOSTNAME>/api`. "
+        "URLs the app publishes (the A2A agent card) are built from it, never from request headers.",
+    )
     backend: Backend = setting(
         "MAF_SESSION_BACKEND",
         "The session store: `cosmos`, `postgres`, `file` or `memory`.",
@@ -333,6 +342,17 @@ class Settings:
         },
     )
 
+    def published_base(self) -> str | None:
+        """The public base URL of the app's routes (``PUBLIC_BASE_URL``, else ``WEBSITE_HOSTNAME``'s with the
+        route prefix); ``None`` where neither is known (a local host)."""
+        if self.public_base_url:
+            return self.public_base_url
+        if not self.website_hostname:
+            return None
+        host = self.website_hostname
+        local = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]")
+        return "/".join(part for part in (f"{'http' if local else 'https'}://{host}", route_prefix()) if part)
+
     @property
     def model_label(self) -> str:
         """What ``/api/health`` and the log call the model."""
@@ -455,10 +475,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             auth_mode=values["auth_mode"],
             exchange=bool(values["auth_client_id"] and values["auth_tenant_id"]),
         )
+    public = values["public_base_url"]
+    if public is not None:
+        parts = urlsplit(public)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+            raise ConfigurationError(f"PUBLIC_BASE_URL must be an absolute http(s) URL, not {public!r}.")
+        values["public_base_url"] = public.rstrip("/")
     return Settings(
         **values,
         easyauth_enabled=(env.text("WEBSITE_AUTH_ENABLED") or "").lower() == "true",
         in_azure=bool(env.text("WEBSITE_INSTANCE_ID") or env.text("WEBSITE_SITE_NAME")),
+        website_hostname=env.text("WEBSITE_HOSTNAME"),
     )
 
 

@@ -110,11 +110,9 @@ class Turn(Body):
 
 
 class Health(Body):
-    """``GET /api/health``."""
+    """``GET /api/health`` (anonymous: the status only)."""
 
     status: Literal["ok"]
-    backend: str
-    model: str
 
 
 class User(Body):
@@ -128,6 +126,8 @@ class Me(Body):
 
     auth_mode: str
     user: User | None
+    backend: str
+    model: str
 
 
 class Created(Body):

@@ -125,7 +125,7 @@ class SessionReads:
         )
 
     async def health(self) -> Health:
-        """Check the store answers; report backend and model.
+        """Check the store answers.
 
         Raises:
             NotReadyError: The store is reachable but not usable as configured (a container of another layout).
@@ -135,4 +135,4 @@ class SessionReads:
             await self.store.ping()
         except ConfigurationError as error:
             raise NotReadyError(error.detail, internal=error.internal) from error
-        return Health(status="ok", backend=self.store.backend, model=self.settings.model_label)
+        return Health(status="ok")

@@ -467,12 +467,6 @@ function echoHint() {
   add(hint);
 }
 
-async function readModel() {
-  // /health is anonymous and says which model answers; a page that cannot read it just shows no hint.
-  const health = await fetch(`${API}/health`, { credentials: "same-origin" }).catch(() => null);
-  if (health && health.ok) state.model = String((await health.json().catch(() => ({}))).model || "");
-}
-
 // -- identity and start-up -----------------------------------------------------------------------------------
 
 function authLink(text, path) {
@@ -485,6 +479,7 @@ async function whoAmI() {
   const who = $("who");
   try {
     const me = await json("/me");
+    state.model = String(me.model || "");  // which model answers (only callers the app accepts learn it)
     const user = me.user;
     if (!user) {
       who.textContent = "Shared conversations (no sign-in)";
@@ -528,10 +523,8 @@ function bind() {
 
 async function start() {
   bind();
-  const model = readModel();
   if (!(await whoAmI())) return;
   await loadSessions().catch(showProblem);
-  await model;
   const match = location.hash.match(/^#session=(.+)$/);
   if (match) await openSession(decodeURIComponent(match[1]));
   else {

@@ -1,6 +1,6 @@
-"""Bodies made to be slow, deep, huge or cross-site, on every door that parses JSON: each is answered with a 4xx
-(or a JSON-RPC error) in the door's own shape, nothing runs, and the instance goes on serving."""
-
+"""The front doors under hostile input: bodies made to be slow, deep, huge or cross-site on every door that parses
+JSON (each answered with a 4xx or a JSON-RPC error in the door's own shape, nothing run, the instance serving on),
+and forged host headers on the public agent card."""
 from __future__ import annotations
 
 import json
@@ -170,7 +170,7 @@ def test_adversarial_bodies_at_the_largest_size_parse_in_linear_time():
     script = (
         "import sys\n"
         "from stateful_agent.http.requests import parse_json\n"
-        "from tests.test_hostile_bodies import HOSTILE\n"
+        "from tests.test_hardening import HOSTILE\n"
         "for body in HOSTILE.values():\n"
         "    for scale in (1, 16):\n"
         "        try:\n"
@@ -182,3 +182,42 @@ def test_adversarial_bodies_at_the_largest_size_parse_in_linear_time():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+FORGED = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "base"),
+    [
+        ({"website_hostname": "agents.azurewebsites.net"}, "https://agents.azurewebsites.net/api"),
+        (
+            {"website_hostname": "agents.azurewebsites.net", "public_base_url": "https://agents.contoso.com/v2/api"},
+            "https://agents.contoso.com/v2/api",
+        ),
+        ({"website_hostname": "localhost:7071"}, "http://localhost:7071/api"),  # Core Tools' func start
+    ],
+)
+async def test_the_agent_card_names_the_configured_host_whatever_the_request_says(make_service, settings, base):
+    await runtime.install(make_service("memory", **settings))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as http:
+        card = await http.get("/api/.well-known/agent-card.json", headers=FORGED)
+    assert card.status_code == 200
+    assert [i["url"] for i in card.json()["supportedInterfaces"]] == [f"{base}/a2a"]
+    assert "evil" not in card.text
+
+
+async def test_on_a_local_host_the_card_names_the_address_it_was_reached_at_never_a_forwarded_one(make_service):
+    await runtime.install(make_service("memory"))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=build_app()), base_url="http://127.0.0.1:7071"
+    ) as http:
+        card = await http.get("/api/.well-known/agent-card.json", headers={"X-Forwarded-Host": "evil.example"})
+    assert [i["url"] for i in card.json()["supportedInterfaces"]] == ["http://127.0.0.1:7071/api/a2a"]
+    assert card.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("value", ["agents.contoso.com", "ftp://x/api", "https://x/api?a=1", "https:///api"])
+def test_a_bad_public_base_url_is_a_configuration_error(value):
+    with pytest.raises(Exception, match="PUBLIC_BASE_URL must be an absolute http"):
+        load_settings({"PUBLIC_BASE_URL": value})
