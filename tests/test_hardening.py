@@ -1,6 +1,7 @@
 """The front doors under hostile input: bodies made to be slow, deep, huge or cross-site on every door that parses
 JSON (each answered with a 4xx or a JSON-RPC error in the door's own shape, nothing run, the instance serving on),
 and forged host headers on the public agent card."""
+
 from __future__ import annotations
 
 import json
