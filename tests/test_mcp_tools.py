@@ -15,7 +15,13 @@ import pytest
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from stateful_agent.errors import ConfigurationError
-from stateful_agent.platform.mcp import MAX_CALLER_CONNECTIONS, MAX_RESULT_CHARS, ToolServers, bounded
+from stateful_agent.platform.mcp import (
+    MAX_CALLER_CONNECTIONS,
+    MAX_RESULT_CHARS,
+    ToolServers,
+    bounded,
+    session_closed,
+)
 from stateful_agent.platform.mcp_config import parse_servers
 from stateful_agent.platform.settings import load_settings
 from testkit.mcp_servers import TokenIssuer, ToolServer
@@ -335,6 +341,64 @@ async def test_a_server_restarted_mid_run_is_reconnected(make_service):
     assert (second.status_code, second.json()["reply"]) == (200, "4.")
     assert [call[1] for call in server.calls] == [{"a": 1, "b": 1}, {"a": 2, "b": 2}]
     assert page["messages"][-2]["result"] == '{"result": 4}'
+
+
+async def test_a_server_that_went_down_and_came_back_is_reached_by_the_next_call(make_service):
+    with ToolServer("orders", {"add": add}) as server:
+        model = ScriptedChatClient(
+            [
+                CallTool("add", {"a": 1, "b": 1}),
+                "2.",
+                CallTool("add", {"a": 2, "b": 2}),
+                "down.",
+                CallTool("add", {"a": 3, "b": 3}),
+                "6.",
+            ]
+        )
+        config = servers(orders={"url": server.url, "readOnly": True, "timeoutSeconds": 5})
+        service = make_service("memory", model, mcp_servers=config)
+        async with await http(service) as client:
+            assert (await client.post(TURN, json={"message": "one"})).status_code == 200
+            server.stop()
+            down = await client.post(TURN, json={"message": "two"})
+            server.start()
+            back = await client.post(TURN, json={"message": "three"})
+            page = (await client.get("/api/sessions/s1/messages")).json()
+    assert down.status_code == 200  # the failed call is the tool's error result, the turn is stored
+    results = [m["result"] for m in page["messages"] if m.get("result") is not None]
+    assert results[0] == '{"result": 2}'
+    assert "Error" in results[1] or "error" in results[1]
+    assert (back.status_code, back.json()["reply"]) == (200, "6.")
+    assert results[2] == '{"result": 6}'
+    assert [call[1] for call in server.calls] == [{"a": 1, "b": 1}, {"a": 3, "b": 3}]
+
+
+async def test_a_server_that_went_away_between_turns_is_reached_by_the_first_call_after_it_is_back(make_service):
+    with ToolServer("orders", {"add": add}) as server:
+        model = ScriptedChatClient([CallTool("add", {"a": 1, "b": 1}), "2.", CallTool("add", {"a": 3, "b": 3}), "6."])
+        config = servers(orders={"url": server.url, "readOnly": True, "timeoutSeconds": 5})
+        service = make_service("memory", model, mcp_servers=config)
+        async with await http(service) as client:
+            assert (await client.post(TURN, json={"message": "one"})).status_code == 200
+            server.stop()
+            for _ in range(200):  # until the client has seen its connection end (no call was made meanwhile)
+                if session_closed(tool_of(service)):
+                    break
+                await asyncio.sleep(0.05)
+            assert session_closed(tool_of(service))  # the private state it reads still says so
+            server.start()
+            back = await client.post(TURN, json={"message": "two"})
+            page = (await client.get("/api/sessions/s1/messages")).json()
+    assert (back.status_code, back.json()["reply"]) == (200, "6.")
+    results = [m["result"] for m in page["messages"] if m.get("result") is not None]
+    assert results == ['{"result": 2}', '{"result": 6}']
+    assert [call[1] for call in server.calls] == [{"a": 1, "b": 1}, {"a": 3, "b": 3}]
+
+
+def tool_of(service):
+    """The one MCP connection the service holds (the ``ServerTool`` the next turn would use)."""
+    (connection,) = service.tool_servers.connections()
+    return connection
 
 
 async def test_the_tool_list_is_refreshed_when_the_server_announces_a_change(make_service):

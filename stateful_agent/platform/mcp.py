@@ -2,7 +2,8 @@
 
 ``ToolServers`` holds one connection per process and server (per user, for ``caller`` auth). A connection
 opens on the first turn that offers the server's tools and is reused by every later turn; MAF keeps the
-server's tool list (refreshed when the server announces a change) and reopens a broken connection once. A
+server's tool list (refreshed when the server announces a change). A connection that died (a call lost it, or
+its session closed while idle) is reopened on its next use, before anything is sent. A
 turn that calls no MCP tool sends nothing to any server. A server that cannot be reached when a turn starts
 is left out of that turn (or, when ``required``, fails it with ``503 tool_server_unavailable`` before
 anything is stored).
@@ -81,6 +82,15 @@ class ServerTool(MCPStreamableHTTPTool):
         )
         self.server = server
         self.identity = tuple(sorted(headers.items()))
+        #: A call found the connection dead: it is reopened before the next call (``ToolServers`` opens a new
+        #: one for the next turn), since MAF reopens only a connection whose stream it saw close.
+        self.broken = False
+
+    @property
+    def dead(self) -> bool:
+        """Whether this connection can no longer serve a call: a call found it lost, or its session closed
+        while idle (the server went away between turns)."""
+        return self.broken or not self.is_connected or session_closed(self)
 
     async def call_tool(self, tool_name: str, **kwargs: Any) -> str | list[Content]:
         """Call ``tool_name`` on the server; its text is cut at ``MAX_RESULT_CHARS``.
@@ -96,12 +106,19 @@ class ServerTool(MCPStreamableHTTPTool):
                 del kwargs[name]
         try:
             async with asyncio.timeout(self.server.timeout_seconds):
+                if self.dead:  # reopen before sending: nothing of this call has reached the server yet
+                    await self.connect(reset=True)
+                    self.broken = False
                 result = await super().call_tool(tool_name, **kwargs)
-        except TimeoutError:
-            raise TimeoutError(
-                f"The tool {tool_name!r} of MCP server {self.server.name!r} did not answer within "
-                f"{self.server.timeout_seconds:g} s."
-            ) from None
+        except Exception as exc:
+            if connection_lost(exc):
+                self.broken = True
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(
+                    f"The tool {tool_name!r} of MCP server {self.server.name!r} did not answer within "
+                    f"{self.server.timeout_seconds:g} s."
+                ) from None
+            raise
         return bounded(result)
 
     def _declared(self, tool_name: str) -> set[str]:
@@ -113,6 +130,38 @@ class ServerTool(MCPStreamableHTTPTool):
             if function.name == local:
                 return set(function.parameters().get("properties", {}))
         return set()
+
+
+def session_closed(tool: MCPStreamableHTTPTool) -> bool:
+    """Whether the MCP session of ``tool`` can no longer send requests: its transport closed (the server went
+    away), though MAF still counts it connected and would fail every call with "Connection closed".
+
+    No public API says so: this reads MAF's private connection and the ``mcp`` SDK's session dispatcher (whether
+    it closed), here alone, guarded by a test. A shape it does not know counts as open.
+    """
+    connection = getattr(tool, "_connection", None)
+    session = getattr(getattr(connection, "client", None), "_session", None) or getattr(connection, "session", None)
+    return getattr(getattr(session, "_dispatcher", None), "_closed", False) is True
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether a failed call says the connection is gone (closed, refused, reset, timed out), rather than that
+    the server answered with an error."""
+    from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
+    from mcp import MCPError
+    from mcp.types import CONNECTION_CLOSED
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MCPError):
+            return current.error.code == CONNECTION_CLOSED
+        if isinstance(current, (ClosedResourceError, BrokenResourceError, EndOfStream, OSError, TimeoutError)):
+            return True
+        inner = getattr(current, "inner_exception", None)
+        current = current.__cause__ or current.__context__ or (inner if isinstance(inner, BaseException) else None)
+    return False
 
 
 def bounded(result: str | list[Content], limit: int = MAX_RESULT_CHARS) -> str | list[Content]:
@@ -211,6 +260,10 @@ class ToolServers:
             )
         return offered
 
+    def connections(self) -> list[ServerTool]:
+        """The open connections, least recently used first."""
+        return list(self._connections.values())
+
     def held(self) -> dict[str, int]:
         """How many per-(server, user) entries this process holds: open connections, their locks, and caller
         tokens; each is bounded by ``MAX_CALLER_CONNECTIONS`` per server however many users come."""
@@ -240,7 +293,7 @@ class ToolServers:
     async def _connection(self, server: McpServer, owner: str, bearer: str | None) -> ServerTool:
         key = (server.name, owner if isinstance(server.auth, CallerAuth) else "")
         tool = self._connections.get(key)
-        if tool is not None and tool.is_connected and self._fresh(server, key):
+        if tool is not None and not tool.dead and self._fresh(server, key):
             self._connections.move_to_end(key)
             return tool
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -249,10 +302,10 @@ class ToolServers:
                 headers = await self._headers(server, key, bearer)
                 identity = tuple(sorted(headers.items()))
                 tool = self._connections.get(key)
-                if tool is not None and tool.identity == identity and tool.is_connected:
+                if tool is not None and tool.identity == identity and not tool.dead:
                     self._connections.move_to_end(key)
                     return tool
-                if tool is not None:  # a new token, or a connection that closed: replace it
+                if tool is not None:  # a new token, or a connection that closed or broke: replace it
                     self._retire(self._connections.pop(key))
                 tool = await self._open(server, headers)
                 self._connections[key] = tool
