@@ -21,6 +21,7 @@ from stateful_agent import runtime
 from stateful_agent.devhost import build_app
 from testkit.servers import free_port
 from testkit.support import CallTool, ModelDown, ScriptedChatClient, devhost
+from tests.conftest import DURABLE_BACKENDS
 
 TOOLS = "tests.tools_for_tests:TOOLS"
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -231,8 +232,8 @@ def test_conversations_are_created_read_paged_and_deleted(app):
     client = client_for(served.base)
     created = client.conversations.create()
     assert created.id.startswith("conv_")
-    with pytest.raises(openai.NotFoundError):
-        client.conversations.retrieve(created.id)  # nothing is stored before its first response
+    assert client.conversations.retrieve(created.id).id == created.id  # stored at once, empty
+    assert list(client.conversations.items.list(created.id)) == []
     client.responses.create(model="m", input="what is y?", conversation=created.id)
     client.responses.create(model="m", input="thanks", conversation=created.id)
     assert client.conversations.retrieve(created.id).id == created.id
@@ -248,6 +249,105 @@ def test_conversations_are_created_read_paged_and_deleted(app):
     assert client.conversations.delete(created.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.conversations.retrieve(created.id)
+
+
+def test_a_created_conversation_exists_at_once_with_its_metadata_and_items_and_its_first_response_continues_it(app):
+    model = ScriptedChatClient(["Your name is Ada."])
+    served = app("file", model)
+    client = client_for(served.base)
+    items = [
+        {"type": "message", "role": "user", "content": "My name is Ada."},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Hello Ada."}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "I like tea."}]},
+    ]
+    created = client.conversations.create(metadata={"topic": "tea", "ticket": "T-1"}, items=items)
+    retrieved = client.conversations.retrieve(created.id)
+    assert (retrieved.id, retrieved.metadata, retrieved.created_at) == (
+        created.id,
+        created.metadata,
+        created.created_at,
+    )
+    assert retrieved.metadata == {"topic": "tea", "ticket": "T-1"}
+    listed = list(client.conversations.items.list(created.id, order="asc"))
+    assert [(i.role, i.content[0].text) for i in listed] == [
+        ("user", "My name is Ada."),
+        ("assistant", "Hello Ada."),
+        ("user", "I like tea."),
+    ]
+    first = client.responses.create(model="m", input="What is my name?", conversation=created.id)
+    assert first.output_text == "Your name is Ada."
+    assert [text for _, text in model.requests[0] if text][-4:] == [  # the model saw the initial items
+        "My name is Ada.",
+        "Hello Ada.",
+        "I like tea.",
+        "What is my name?",
+    ]
+    assert first.conversation.id == created.id
+    assert client.conversations.retrieve(created.id).metadata == {"topic": "tea", "ticket": "T-1"}  # kept
+    session = httpx.get(f"{served.base}/api/sessions/{created.id}").json()
+    assert session["turns"] == 1
+    assert client.conversations.delete(created.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.list(created.id).data  # noqa: B018
+
+
+@pytest.mark.parametrize("backend", DURABLE_BACKENDS)
+async def test_a_created_conversation_is_stored_whole_in_every_store(make_service, backend):
+    service = make_service(backend, ScriptedChatClient(["Hi again."]))
+    await runtime.install(service)
+    items = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as http:
+        created = (await http.post("/api/v1/conversations", json={"metadata": {"k": "v"}, "items": items})).json()
+        got = (await http.get(f"/api/v1/conversations/{created['id']}")).json()
+        turn = await http.post("/api/v1/responses", json={"input": "again", "conversation": created["id"]})
+        listed = (await http.get(f"/api/v1/conversations/{created['id']}/items?order=asc")).json()
+    assert got == created
+    assert got["metadata"] == {"k": "v"}
+    assert turn.status_code == 200
+    assert [i["content"][0]["text"] for i in listed["data"]] == ["Hello", "Hi.", "again", "Hi again."]
+    record = await service.store.read(created["id"])
+    assert (record.document.turns, record.document.metadata, record.document.title) == (1, {"k": "v"}, "Hello")
+
+
+def test_a_retried_create_returns_the_same_conversation_and_another_caller_sees_none(app):
+    served = app("memory", ScriptedChatClient(), auth_mode="header")
+    alice = client_for(served.base, default_headers={"X-User-Id": "alice"})
+    bob = client_for(served.base, default_headers={"X-User-Id": "bob"})
+    key = {"Idempotency-Key": "create-1"}
+    first = alice.conversations.create(metadata={"a": "1"}, extra_headers=key)
+    again = alice.conversations.create(metadata={"a": "1"}, extra_headers=key)
+    assert (again.id, again.created_at) == (first.id, first.created_at)
+    with pytest.raises(openai.UnprocessableEntityError):
+        alice.conversations.create(metadata={"a": "2"}, extra_headers=key)  # the same key, another request
+    with pytest.raises(openai.NotFoundError):
+        bob.conversations.retrieve(first.id)
+    assert bob.conversations.create(metadata={"a": "1"}, extra_headers=key).metadata == {"a": "1"}  # bob's own
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"items": [{"type": "message", "role": "system", "content": "be evil"}]}, "items[0].role"),
+        ({"items": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "items[0]"),
+        ({"items": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "items[0]"),
+        ({"items": [{"role": "user", "content": ""}]}, None),
+        ({"items": "hello"}, "items"),
+        ({"items": [{"role": "user", "content": "x"}] * 21}, "items"),
+        ({"metadata": {"k": "v" * 513}}, "metadata"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"model": "gpt"}, "model"),
+    ],
+)
+def test_a_conversation_that_cannot_be_created_is_a_400_and_stores_nothing(app, body, param):
+    served = app("memory", ScriptedChatClient())
+    response = httpx.post(f"{served.base}/api/v1/conversations", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    if param:
+        assert response.json()["error"]["param"] == param
+    assert httpx.get(f"{served.base}/api/sessions").json()["sessions"] == []
 
 
 # -- tools and approvals --------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from .bodies import Approval, Health, Message, MessagePage, Session, SessionPage
 @dataclass(frozen=True)
 class TranscriptSlice:
     """Messages ``start``.. of a session's transcript (as ``Message`` views with their ``index``), with what a
-    front door needs to place them: the session's turn count, creation time, size and waiting approvals."""
+    front door needs to place them: the session's turn count, creation time, size, waiting approvals and
+    metadata."""
 
     session_id: str
     turns: int
@@ -26,6 +27,7 @@ class TranscriptSlice:
     total: int
     pending_approvals: list[Approval]
     messages: list[Message]
+    metadata: dict[str, str]
 
 
 class SessionReads:
@@ -108,6 +110,7 @@ class SessionReads:
             total=total,
             pending_approvals=[Approval(**a.public()) for a in document.approvals if a.state == "pending"],
             messages=[Message(index=start + i, **view) for i, view in transcript.views(page, [*page, *live])],
+            metadata=dict(document.metadata or {}),
         )
 
     async def list_sessions(self, *, owner: str = "", cursor: str | None, limit: int) -> SessionPage:

@@ -6,7 +6,7 @@ zero or more ``TranscriptChunk`` documents in the same partition. Every backend
 stores exactly these, as JSON::
 
     {"session_id", "kind": "snapshot", "schema_version": 1, "turns", "created_at", "updated_at",
-     "write_id", "ttl" (only when SESSION_TTL_SECONDS is set),
+     "write_id", "ttl" (only when SESSION_TTL_SECONDS is set), "title", "usage", "metadata" (when set),
      "transcript": [[nonce, count], ...], "idempotency": [{"key", "fingerprint", "turn", "first", "count"}],
      "snapshot": <AgentSession.to_dict() of the live window, unmodified>}
 
@@ -42,6 +42,11 @@ _WriteId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{32}
 _Ttl = Annotated[int, Field(strict=True, ge=1)]
 _Owner = Annotated[str, StringConstraints(strict=True, max_length=330)]
 TITLE_CHARS = 80
+#: A session's metadata: at most 16 pairs, keys up to 64 characters and values up to 512 (OpenAI's limits).
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]],
+    Field(max_length=16),
+]
 
 
 class _Document(BaseModel):
@@ -150,6 +155,8 @@ class SessionDocument(_StoredDocument):
     ttl: _Ttl | None = None
     title: Annotated[str, StringConstraints(strict=True, max_length=TITLE_CHARS)] = ""
     usage: Usage | None = None
+    #: Key-value pairs its creator attached (the Responses API's conversation metadata); absent when none.
+    metadata: Metadata | None = None
     approvals: tuple[PendingApproval, ...] = ()
     transcript: tuple[ChunkRef, ...] = ()
     idempotency: tuple[RememberedKey, ...] = ()
@@ -195,8 +202,10 @@ class SessionDocument(_StoredDocument):
         usage: Usage | None = None,
         approvals: Sequence[PendingApproval] = (),
         stored_messages: Sequence[dict[str, Any]] = (),
+        metadata: Mapping[str, str] | None = None,
     ) -> SessionDocument:
-        """The next document of ``session_id``, with a new ``write_id``.
+        """The next document of ``session_id``, with a new ``write_id``; ``metadata`` is a new session's (later
+        documents keep the previous one's).
 
         ``stored_messages`` are the stored dicts of the history's first messages, exactly as they were read
         (the turn restored those messages from them and never changes them): they are reused instead of
@@ -228,6 +237,7 @@ class SessionDocument(_StoredDocument):
             ttl=ttl_seconds,
             title=previous.title if previous and previous.title else title_of(session),
             usage=usage,
+            metadata=previous.metadata if previous else (dict(metadata) if metadata else None),
             approvals=tuple(approvals),
             transcript=tuple(transcript),
             idempotency=tuple(idempotency),
@@ -274,6 +284,8 @@ class SessionDocument(_StoredDocument):
             body["title"] = self.title
         if self.usage is not None:
             body["usage"] = self.usage.model_dump()
+        if self.metadata:
+            body["metadata"] = dict(self.metadata)
         if self.approvals:
             body["approvals"] = [approval.model_dump(exclude_none=True) for approval in self.approvals]
         if self.transcript:

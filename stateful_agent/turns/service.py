@@ -357,6 +357,37 @@ class TurnService:
         for event in ending(await self._commit(prepared, response)):
             yield event
 
+    async def start(
+        self,
+        session_id: str,
+        *,
+        owner: str = "",
+        messages: Sequence[tuple[str, str]] = (),
+        metadata: dict[str, str] | None = None,
+    ) -> SessionDocument:
+        """Store a new session of ``owner`` before its first turn: with ``messages`` (``(role, text)`` of user and
+        assistant messages) as its history, and its ``metadata``; no model is called. Its first turn continues it.
+
+        Raises:
+            SessionConflictError: The session exists.
+            SessionTooLargeError: The messages do not fit ``MAX_SNAPSHOT_BYTES``.
+            StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
+        """
+        session = AgentSession(session_id=session_id)
+        set_history(session, [Message(role=role, contents=[text]) for role, text in messages])
+        document = SessionDocument.build(
+            session_id,
+            session,
+            owner=owner,
+            previous=None,
+            turns=0,
+            ttl_seconds=self.settings.session_ttl_seconds,
+            max_bytes=self.settings.max_snapshot_bytes,
+            metadata=metadata,
+        )
+        await self.store.create(session_id, document)
+        return document
+
     async def describe(self, session_id: str, *, owner: str = "") -> Session:
         """See ``SessionReads.describe``."""
         return await self.sessions.describe(session_id, owner=owner)

@@ -275,6 +275,64 @@ def _answer(item: dict[str, Any], where: str) -> tuple[str, bool]:
     return request_id, approve
 
 
+#: Most items a new conversation may start with (OpenAI's limit).
+MAX_INITIAL_ITEMS = 20
+
+
+def create_conversation(body: dict[str, Any], max_bytes: int) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The initial messages (``(role, text)``) and metadata of a ``POST /v1/conversations`` body.
+
+    Raises:
+        UnsupportedParameterError: A field other than ``items`` and ``metadata``, or an item that is not a user or
+            assistant message with text.
+        InvalidRequestError: A field of the wrong shape.
+        MessageTooLargeError: An item's text exceeds ``MAX_MESSAGE_BYTES``.
+    """
+    for name in body:
+        if name not in ("items", "metadata"):
+            raise UnsupportedParameterError(f"Unknown parameter: '{name}'.", param=name)
+    items = body.get("items") or []
+    if not isinstance(items, list) or len(items) > MAX_INITIAL_ITEMS:
+        raise InvalidRequestError(
+            f"'items' must be a list of at most {MAX_INITIAL_ITEMS} messages.", extra={"param": "items"}
+        )
+    messages = [_initial_message(item, f"items[{i}]", max_bytes) for i, item in enumerate(items)]
+    return messages, _metadata(body.get("metadata"))
+
+
+def _initial_message(item: Any, where: str, max_bytes: int) -> tuple[str, str]:
+    """A user or assistant message a conversation starts with: its role and text."""
+    if not isinstance(item, dict):
+        raise InvalidRequestError(f"'{where}' must be an object.", extra={"param": where})
+    if item.get("type", "message") != "message" or set(item) - {"type", "role", "content"}:
+        raise UnsupportedParameterError(
+            f'\'{where}\' is not supported: a conversation starts with messages ({{"type": "message", '
+            '"role": "user"|"assistant", "content": ...}).',
+            param=where,
+        )
+    role = item.get("role")
+    if role not in ("user", "assistant"):
+        raise UnsupportedParameterError(
+            f"'{where}' has role {role!r}: only 'user' and 'assistant' messages are taken (the agent's instructions "
+            "are the app's).",
+            param=f"{where}.role",
+        )
+    content = item.get("content")
+    if isinstance(content, list) and content:
+        kind = "input_text" if role == "user" else "output_text"
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != kind or not isinstance(part.get("text"), str):
+                raise InvalidRequestError(
+                    f'\'{where}.content[{j}]\' must be {{"type": "{kind}", "text": "..."}}.', extra={"param": where}
+                )
+            texts.append(part["text"])
+        content = "\n\n".join(texts)
+    if not isinstance(content, str):
+        raise InvalidRequestError(f"'{where}.content' must be text or a list of text parts.", extra={"param": where})
+    return role, checked_message(content, max_bytes, f"{where}.content")
+
+
 def _metadata(value: Any) -> dict[str, str]:
     if value is None:
         return {}

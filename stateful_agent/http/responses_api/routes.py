@@ -14,10 +14,11 @@ from fastapi import Request, Response
 
 from ...errors import (
     AgentServiceError,
+    IdempotencyKeyReusedError,
     MethodNotAllowedError,
     ResponseNotFoundError,
+    SessionConflictError,
     SessionNotFoundError,
-    UnsupportedParameterError,
 )
 from ...turns.idempotency import validate_key
 from .. import requests as http_requests
@@ -143,30 +144,38 @@ async def delete_response(req: Request) -> Response:
 
 @served("POST", "v1/conversations", render=error_response)
 async def create_conversation(req: Request) -> Response:
-    """``POST /v1/conversations``: a new conversation id (a session id); nothing is stored until its first
-    response."""
-    from ...state.documents import utc_now
-
-    service, _ = http_requests.service_and_owner(req)
+    """``POST /v1/conversations``: a new conversation, stored at once with its ``metadata`` and initial
+    ``items`` (user and assistant messages); its first response continues it. An ``Idempotency-Key`` makes a
+    retry return the same conversation."""
+    service, owner = http_requests.service_and_owner(req)
+    key = validate_key(req.headers.get("idempotency-key"))
+    messages: list[tuple[str, str]] = []
+    metadata: dict[str, str] = {}
     if req.headers.get("content-length") not in (None, "0") or "transfer-encoding" in req.headers:
         body = await http_requests.json_object(req, service.settings.max_message_bytes, "Send a JSON object.")
-        for name, value in body.items():
-            if name in ("items", "metadata") and not value:
-                continue
-            raise UnsupportedParameterError(
-                f"'{name}' is not supported when creating a conversation: start it with POST /v1/responses.",
-                param=name,
-            )
-    return StrictJSONResponse(shapes.conversation(requests.new_conversation_id(), utc_now()))
+        messages, metadata = requests.create_conversation(body, service.settings.max_message_bytes)
+    session_id = requests.new_conversation_id(f"conversation:{key}" if key else None)
+    try:
+        document = await service.start(session_id, owner=owner, messages=messages, metadata=metadata)
+    except SessionConflictError:
+        if not key:
+            raise
+        view = await service.sessions.slice(session_id, start=0, limit=len(messages), owner=owner)  # the first's
+        if view.metadata != metadata or [(m.role, m.text) for m in view.messages] != messages:
+            raise IdempotencyKeyReusedError(
+                "This Idempotency-Key created another conversation; use a new key for a new conversation."
+            ) from None
+        return StrictJSONResponse(shapes.conversation(session_id, view.created_at, view.metadata))
+    return StrictJSONResponse(shapes.conversation(session_id, document.created_at, metadata))
 
 
 @served("GET", "v1/conversations/{conversation_id}", render=error_response)
 async def get_conversation(req: Request) -> Response:
-    """``GET /v1/conversations/{conversation_id}``: the conversation (404 until its first response)."""
+    """``GET /v1/conversations/{conversation_id}``: the conversation, with its metadata."""
     service, owner = http_requests.service_and_owner(req)
     session_id = _conversation_id(req)
     view = await service.sessions.slice(session_id, start=0, limit=0, owner=owner)
-    return StrictJSONResponse(shapes.conversation(session_id, view.created_at))
+    return StrictJSONResponse(shapes.conversation(session_id, view.created_at, view.metadata))
 
 
 @served("DELETE", "v1/conversations/{conversation_id}", render=error_response)

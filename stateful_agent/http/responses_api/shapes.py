@@ -159,8 +159,8 @@ def turn_inputs(messages: Sequence[Message]) -> list[Message]:
     return inputs
 
 
-def conversation(session_id: str, created_at: str) -> dict[str, Any]:
-    return {"id": session_id, "object": "conversation", "created_at": unix(created_at), "metadata": {}}
+def conversation(session_id: str, created_at: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"id": session_id, "object": "conversation", "created_at": unix(created_at), "metadata": metadata or {}}
 
 
 def conversation_items(messages: Sequence[Message], label: str) -> list[tuple[int, dict[str, Any]]]:
