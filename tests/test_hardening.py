@@ -13,8 +13,9 @@ import pytest
 
 from stateful_agent import runtime
 from stateful_agent.devhost import build_app
-from stateful_agent.http.requests import MAX_JSON_DEPTH, body_limit, nesting, parse_json
+from stateful_agent.http.requests import MAX_JSON_DEPTH, body_limit, parse_json
 from stateful_agent.platform.settings import load_settings
+from stateful_agent.state.jsontext import nesting
 from testkit.support import ScriptedChatClient
 
 LIMIT = body_limit(load_settings({}).max_message_bytes)  # the largest body any JSON door reads
@@ -222,3 +223,21 @@ async def test_on_a_local_host_the_card_names_the_address_it_was_reached_at_neve
 def test_a_bad_public_base_url_is_a_configuration_error(value):
     with pytest.raises(Exception, match="PUBLIC_BASE_URL must be an absolute http"):
         load_settings({"PUBLIC_BASE_URL": value})
+
+
+async def test_cursors_and_principals_nested_too_deep_are_refused_not_a_recursion_error(make_service):
+    import base64
+
+    deep = base64.urlsafe_b64encode(b"[" * 6000).decode()
+    await runtime.install(make_service("memory", auth_mode="easyauth", easyauth_local_headers=True))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app()), base_url="http://t") as http:
+        principal = {
+            "X-MS-CLIENT-PRINCIPAL-ID": "alice",
+            "X-MS-CLIENT-PRINCIPAL": base64.b64encode(b"[" * 6000).decode(),
+        }
+        alice = {"X-MS-CLIENT-PRINCIPAL-ID": "alice", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"}
+        listing = await http.get(f"/api/sessions?cursor={deep}", headers=alice)
+        me = await http.get("/api/me", headers=principal)
+    assert (listing.status_code, listing.json()["code"]) == (400, "invalid_cursor")
+    assert (me.status_code, me.json()["code"]) == (401, "unauthenticated")  # no readable provider: never a 500
+    assert "Traceback" not in me.text

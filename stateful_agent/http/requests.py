@@ -1,11 +1,9 @@
-"""Request parsing: the turn body (strict JSON, typed), path and query parameters; every bad input is an
-``AgentServiceError`` with its own code, never a stack trace."""
+"""Request parsing: every JSON body (media type, size, depth, in linear time), the turn body (strict, typed),
+path and query parameters; every bad input is an ``AgentServiceError`` with its own code, never a stack trace."""
 
 from __future__ import annotations
 
-import json
 import re
-from itertools import accumulate
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Request
@@ -19,6 +17,7 @@ from ..errors import (
     UnsupportedMediaTypeError,
     printable,
 )
+from ..state.jsontext import TooDeepError, decode_json
 
 if TYPE_CHECKING:
     from ..turns.service import TurnService
@@ -28,10 +27,6 @@ SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_JSON_DEPTH = 32
 _JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 _LIMIT = re.compile(r"[0-9]{1,3}")
-# Each pattern below matches at a fixed length or by one character class, so a scan is linear in the text.
-_ESCAPE = re.compile(r"\\.", re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _TURN_SHAPE = 'Send {"message": "<text>"}, or {"approvals": [{"id": "<id>", "approved": true|false}]}, or both.'
 
 
@@ -124,11 +119,11 @@ def parse_json(raw: bytes) -> Any:
         text = raw.decode("utf-8")  # JSON must be UTF-8 (RFC 8259); no sniffing of UTF-16/32
     except UnicodeDecodeError:
         raise InvalidJsonError("The request body is not UTF-8 encoded JSON.") from None
-    if nesting(text) > MAX_JSON_DEPTH:
-        raise InvalidJsonError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.")
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return decode_json(text, MAX_JSON_DEPTH)
+    except TooDeepError:
+        raise InvalidJsonError(f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError:
         raise InvalidJsonError("The request body is not valid JSON.") from None
 
 
@@ -155,17 +150,6 @@ async def json_object(req: Request, max_bytes: int, shape: str) -> dict[str, Any
     if not isinstance(payload, dict):
         raise InvalidRequestError(shape)
     return payload
-
-
-def nesting(text: str) -> int:
-    """How deep JSON text nests arrays and objects (brackets inside strings do not count), in one linear pass.
-
-    Escape pairs go first (``\\"`` cannot end a string, ``\\\\`` is one character), so every remaining ``"``
-    opens or closes a string: the text outside strings is every other piece between quotes. For text that is
-    not JSON the answer is only an estimate, which the parser then refuses.
-    """
-    outside = "".join(_ESCAPE.sub("", text).split('"')[::2])
-    return max(accumulate(map(_DEPTH_STEP.__getitem__, _NOT_BRACKET.sub("", outside)), initial=0))
 
 
 def checked_message(message: str, max_bytes: int, field: str = "message") -> str:

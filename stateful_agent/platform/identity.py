@@ -98,7 +98,7 @@ def _provider_from_principal(encoded: str | None) -> str | None:
         return None
     try:
         document = json.loads(base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=False))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     provider = document.get("auth_typ") if isinstance(document, dict) else None
     return provider if isinstance(provider, str) else None

@@ -114,7 +114,7 @@ def parse_servers(
         return ()
     try:
         raw = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ConfigurationError(f"{SETTING} is not valid JSON: {exc}.") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("servers"), dict):
         raise ConfigurationError(f'{SETTING} must be a JSON object {{"servers": {{"<name>": {{...}}}}}}.')

@@ -237,7 +237,7 @@ class EchoChatClient(
         if call and call.group(1) in tools:
             try:
                 arguments = json.loads(call.group(2) or "{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 arguments = None
             if isinstance(arguments, dict):
                 call_id = "echo-" + hashlib.sha256(last.text.encode("utf-8", "replace")).hexdigest()[:12]

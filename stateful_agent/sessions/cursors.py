@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 from ..errors import InvalidCursorError
 from ..state.documents import ListingKey
+from ..state.jsontext import decode_json
 
 _INDEX = re.compile(r"v1:(0|[1-9][0-9]{0,15})")
 _LISTING = "l1"
@@ -75,7 +76,7 @@ def listing_key(cursor: str | None) -> ListingKey | None:
     if cursor is None:
         return None
     try:
-        prefix, updated_at, session_id = json.loads(_unpack(cursor) or "null")
+        prefix, updated_at, session_id = decode_json(_unpack(cursor) or "null", 1)
         valid = (
             prefix == _LISTING
             and isinstance(updated_at, str)

@@ -1,11 +1,50 @@
-"""Strict JSON encoding shared by the HTTP responses and the stores (no agent or cloud SDK imports)."""
+"""Strict JSON shared by the HTTP layer, the stores and the platform (no agent or cloud SDK imports): encoding,
+and decoding untrusted text in time linear in its size with a bounded depth."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any
+
+# Each pattern matches at a fixed length or by one character class, so a scan is linear in the text.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def nesting(text: str) -> int:
+    """How deep JSON text nests arrays and objects (brackets inside strings do not count), in one linear pass.
+
+    Escape pairs go first (``\\"`` cannot end a string, ``\\\\`` is one character), so every remaining ``"``
+    opens or closes a string: the text outside strings is every other piece between quotes. For text that is
+    not JSON the answer is only an estimate, which the parser then refuses.
+    """
+    outside = "".join(_ESCAPE.sub("", text).split('"')[::2])
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, _NOT_BRACKET.sub("", outside)), initial=0))
+
+
+class TooDeepError(ValueError):
+    """JSON text nests deeper than allowed."""
+
+
+def decode_json(text: str, max_depth: int) -> Any:
+    """The JSON value of ``text``, nested at most ``max_depth`` deep; costs time linear in its size and never
+    exhausts the stack.
+
+    Raises:
+        TooDeepError: It nests deeper than ``max_depth``.
+        ValueError: It is not JSON.
+    """
+    if nesting(text) > max_depth:
+        raise TooDeepError(f"JSON nests deeper than {max_depth} levels")
+    try:
+        return json.loads(text)
+    except RecursionError:  # only for text that is not JSON after all: the scan estimated low
+        raise TooDeepError(f"JSON nests deeper than {max_depth} levels") from None
 
 
 def encode_json(value: Any, *, compact: bool = True) -> bytes:

@@ -262,7 +262,7 @@ def _json_object(raw: bytes, session_id: str, what: str) -> dict[str, Any]:
     """A stored file's JSON object (UTF-8 only), or ``SessionCorruptError``."""
     try:
         value = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # includes UnicodeDecodeError
         raise _corrupt_file(session_id, what, exc) from exc
     if not isinstance(value, dict):
         raise _corrupt_file(session_id, what, "not a JSON object")

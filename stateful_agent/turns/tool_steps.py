@@ -121,6 +121,6 @@ def _whole(arguments: Any) -> bool:
         return arguments is not None
     try:
         json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
