@@ -17,7 +17,7 @@ from typing import Any
 
 from testkit.servers import ServerUnavailable, local_cosmos, local_postgres
 
-from . import cold_start, mcp_tools, overhead, store_cost, throughput
+from . import cold_start, hostile_bodies, mcp_tools, overhead, store_cost, throughput
 
 FULL = {
     "lengths": [10, 100, 400],
@@ -28,6 +28,7 @@ FULL = {
     "turns": 10,
     "concurrency": 16,
     "mcp_turns": 200,
+    "parse_repetitions": 21,
 }
 QUICK = {
     "lengths": [10, 100, 400],
@@ -38,6 +39,7 @@ QUICK = {
     "turns": 5,
     "concurrency": 8,
     "mcp_turns": 30,
+    "parse_repetitions": 5,
 }
 
 
@@ -88,6 +90,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ("store_requests_per_turn_with_mcp", results["mcp_tools"]["store_requests_per_turn"], "==", 2),
         (f"ours_growth_{last}_vs_{lengths[0]}", cost["ours_growth_p50"], "<=", 1.5),
     ]
+    if "hostile_bodies" in results:  # linear: 16 times the size costs about 16 times the time (quadratic: 256)
+        rows.append(
+            ("hostile_body_parse_growth_16x_size", results["hostile_bodies"]["worst_growth_16x_size"], "<=", 32)
+        )
     return [
         {
             "name": name,
@@ -190,6 +196,14 @@ def print_report(results: dict[str, Any]) -> None:
         f" {mcp['store_requests_per_turn']}"
     )
 
+    parsed = results["hostile_bodies"]
+    print(f"\nParsing request bodies of {parsed['sizes'][0]} and {parsed['sizes'][1]} bytes (median, microseconds)")
+    for name, row in parsed["bodies"].items():
+        print(
+            f"  {name:<16} {row['small_us']:>9} / {row['large_us']:>9}: {row['growth_16x_size']:>6}x for 16x the"
+            f" size, {row['vs_ordinary']:>6}x an ordinary body"
+        )
+
     print("\nTargets")
     for row in results["targets"]:
         print(f"  [{'met' if row['met'] else 'NOT met'}] {row['name']}: {row['value']} (target {row['target']})")
@@ -230,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         results["cold_start"] = cold_start.run(endpoint, config["processes"])
         print("throughput ...", file=sys.stderr)
         results["throughput"] = throughput.run(endpoint, config["sessions"], config["turns"], config["concurrency"])
+        print("request bodies ...", file=sys.stderr)
+        results["hostile_bodies"] = hostile_bodies.run(config["parse_repetitions"])
         print("MCP tools ...", file=sys.stderr)
         results["mcp_tools"] = asyncio.run(mcp_tools.run(config["mcp_turns"]))
         print("telemetry ...", file=sys.stderr)  # last: it installs OpenTelemetry for the rest of the process

@@ -53,26 +53,29 @@ async def test_overhead_reports_percentiles_for_each_length():
     assert all(results[n]["p95_us"] >= results[n]["p50_us"] > 0 for n in ("4", "8"))
 
 
+ROW = {"p50_ms": 1.0, "requests_per_turn": 2.0}
+RESULTS = {
+    "store_cost_keepalive": {
+        "ours": {10: ROW, 100: ROW, 400: ROW},
+        "ratios_ours_to_peer": {400: {"p50": 0.2, "p50_equal_window": 0.35}},
+        "ratios_ours_to_raw": {100: 1.25},
+        "ratios_ours_warm_to_raw": {100: 1.35},
+        "ours_growth_p50": 1.0,
+    },
+    "overhead_us": {
+        "with_default_compaction": {"100": {"p50_us": 1100}},
+        "with_default_compaction_warm": {"100": {"p50_us": 900}},
+    },
+    "cold_start": {
+        "ratio_first_turn_to_bare_imports": 1.1,
+        "import_breakdown_function_app": [{"package": "stateful_agent", "ms": 9.5}],
+    },
+    "mcp_tools": {"mcp_requests_per_turn_without_call": 0.5, "store_requests_per_turn": 2.0},
+}
+
+
 def test_targets_are_judged_from_the_measured_figures():
-    row = {"p50_ms": 1.0, "requests_per_turn": 2.0}
-    results = {
-        "store_cost_keepalive": {
-            "ours": {10: row, 100: row, 400: row},
-            "ratios_ours_to_peer": {400: {"p50": 0.2, "p50_equal_window": 0.35}},
-            "ratios_ours_to_raw": {100: 1.25},
-            "ratios_ours_warm_to_raw": {100: 1.35},
-            "ours_growth_p50": 1.0,
-        },
-        "overhead_us": {
-            "with_default_compaction": {"100": {"p50_us": 1100}},
-            "with_default_compaction_warm": {"100": {"p50_us": 900}},
-        },
-        "cold_start": {
-            "ratio_first_turn_to_bare_imports": 1.1,
-            "import_breakdown_function_app": [{"package": "stateful_agent", "ms": 9.5}],
-        },
-        "mcp_tools": {"mcp_requests_per_turn_without_call": 0.5, "store_requests_per_turn": 2.0},
-    }
+    results = RESULTS
     verdicts = {row["name"]: row["met"] for row in targets(results)}
     assert verdicts == {
         "overhead_ms_at_100": False,
@@ -89,6 +92,19 @@ def test_targets_are_judged_from_the_measured_figures():
         "store_requests_per_turn_with_mcp": True,
     }
     assert all(set(row) == {"name", "value", "target", "met"} for row in targets(results))
+
+
+def test_the_body_parsing_bench_times_each_hostile_body_at_both_sizes_and_judges_their_growth():
+    from bench import hostile_bodies
+
+    results = hostile_bodies.run(1)
+    assert results["sizes"] == [hostile_bodies.SMALL, hostile_bodies.LARGE] == [16384, 262144]
+    assert set(results["bodies"]) == {"ordinary", "escaped_quotes", "backslash_run", "open_arrays", "many_objects"}
+    for size in results["sizes"]:
+        assert {len(body) for body in hostile_bodies.bodies(size).values()} == {size}
+    growth = {"worst_growth_16x_size": 40.0}
+    (row,) = [r for r in targets({**RESULTS, "hostile_bodies": growth}) if r["name"].startswith("hostile")]
+    assert (row["value"], row["met"]) == (40.0, False)
 
 
 async def test_a_warm_turn_without_mcp_calls_sends_nothing_to_the_mcp_server():
