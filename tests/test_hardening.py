@@ -16,7 +16,7 @@ from stateful_agent.devhost import build_app
 from stateful_agent.http.requests import MAX_JSON_DEPTH, body_limit, parse_json
 from stateful_agent.platform.settings import load_settings
 from stateful_agent.state.jsontext import nesting
-from testkit.support import ScriptedChatClient
+from testkit.support import ScriptedChatClient, devhost
 
 LIMIT = body_limit(load_settings({}).max_message_bytes)  # the largest body any JSON door reads
 JSON = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -209,13 +209,13 @@ async def test_the_agent_card_names_the_configured_host_whatever_the_request_say
     assert "evil" not in card.text
 
 
-async def test_on_a_local_host_the_card_names_the_address_it_was_reached_at_never_a_forwarded_one(make_service):
-    await runtime.install(make_service("memory"))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=build_app()), base_url="http://127.0.0.1:7071"
-    ) as http:
-        card = await http.get("/api/.well-known/agent-card.json", headers={"X-Forwarded-Host": "evil.example"})
-    assert [i["url"] for i in card.json()["supportedInterfaces"]] == ["http://127.0.0.1:7071/api/a2a"]
+def test_on_a_local_host_the_card_names_the_address_it_listens_on_never_a_header(tmp_path):
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": {"MAF_SESSION_BACKEND": "memory"}}))
+    with devhost(settings) as base:
+        card = httpx.get(f"{base}/api/.well-known/agent-card.json", headers=FORGED)
+    assert [i["url"] for i in card.json()["supportedInterfaces"]] == [f"{base}/api/a2a"]
+    assert "evil" not in card.text
     assert card.headers["cache-control"] == "no-store"
 
 

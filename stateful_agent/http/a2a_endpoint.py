@@ -124,8 +124,10 @@ async def card(req: Request) -> Response:
     cannot keep a card that a forged header pointed elsewhere."""
     settings = get_service().settings
     base = settings.published_base()
-    if base is None:  # a local host, which no shared cache stands in front of: the address it was reached at
-        base = f"{req.url.scheme}://{req.url.netloc}/{route_prefix()}".rstrip("/")
+    if base is None:  # a local host, which knows no host name: the address it listens on (never a header)
+        host, port = req.scope.get("server") or ("localhost", None)
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+        base = f"http://{netloc}/{route_prefix()}".rstrip("/")
         return StrictJSONResponse(agent_card(base, settings), headers={"Cache-Control": "no-store"})
     return StrictJSONResponse(agent_card(base, settings), headers={"Cache-Control": "public, max-age=300"})
 
