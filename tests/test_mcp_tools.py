@@ -851,3 +851,49 @@ async def test_what_the_process_holds_per_user_stays_bounded_however_many_users_
     assert after["connections"] == after["locks"] == MAX_CALLER_CONNECTIONS  # failed users leave no lock
     assert after["caller_tokens"] <= MAX_CALLER_CONNECTIONS
     assert pool.held() == {"connections": 0, "locks": 0, "caller_tokens": 0}
+
+
+async def test_the_on_behalf_of_exchange_asks_entra_as_the_app_registration_with_the_managed_identity(monkeypatch):
+    """Entra cannot be reached here: the credential class azure-identity provides is replaced by one that records
+    how it was made and what it was asked for."""
+    from azure.identity import aio as identity_aio
+
+    from stateful_agent.platform.obo import FEDERATION_SCOPE, OnBehalfOf
+
+    made: list[dict] = []
+
+    class RecordingOnBehalfOf:
+        def __init__(self, tenant_id, client_id, **kwargs):
+            self.call = {"tenant_id": tenant_id, "client_id": client_id, **kwargs}
+            made.append(self.call)
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *_):
+            self.call["closed"] = True
+
+        async def get_token(self, *scopes):
+            self.call["scopes"] = scopes
+            return Token(f"downstream-for-{self.call['user_assertion']}", int(time.time()) + 3600)
+
+    monkeypatch.setattr(identity_aio, "OnBehalfOfCredential", RecordingOnBehalfOf)
+    identity = CountingCredential(lifetime=3600)
+    keyless = OnBehalfOf("contoso", "app-id", identity=identity)
+    token = await keyless.exchange("inbound-token", "api://mine/.default")
+    assert token.token == "downstream-for-inbound-token"
+    (call,) = made
+    assert (call["tenant_id"], call["client_id"], call["user_assertion"]) == ("contoso", "app-id", "inbound-token")
+    assert call["scopes"] == ("api://mine/.default",)
+    assert call["client_assertion_func"]() == "mi-token-1"  # the managed identity's token is the client assertion
+    assert identity.scopes == [(FEDERATION_SCOPE,)]
+    assert "client_secret" not in call
+    assert call["closed"]
+    await keyless.close()
+    assert not identity.closed  # injected: its owner closes it
+
+    local = OnBehalfOf("contoso", "app-id", client_secret="s3cret")
+    await local.exchange("inbound-token", "api://mine/.default")
+    assert made[-1]["client_secret"] == "s3cret"
+    assert "client_assertion_func" not in made[-1]
+    assert "s3cret" not in repr(local)

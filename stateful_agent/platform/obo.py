@@ -36,12 +36,19 @@ class OnBehalfOf:
     token of the managed identity ``identity_client_id`` (a federated identity credential)."""
 
     def __init__(
-        self, tenant_id: str, client_id: str, *, client_secret: str | None = None, identity_client_id: str | None
+        self,
+        tenant_id: str,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        identity_client_id: str | None = None,
+        identity: Any = None,
     ) -> None:
         self.tenant_id, self.client_id = tenant_id, client_id
         self._secret = client_secret
         self._identity_client_id = identity_client_id
-        self._identity: Any = None
+        self._identity = identity  # the managed identity credential (made on first use unless given)
+        self._owns_identity = identity is None
 
     def __repr__(self) -> str:  # never the secret
         return f"OnBehalfOf(tenant_id={self.tenant_id!r}, client_id={self.client_id!r})"
@@ -69,6 +76,6 @@ class OnBehalfOf:
         return self._identity
 
     async def close(self) -> None:
-        if self._identity is not None:
+        if self._identity is not None and self._owns_identity:
             await self._identity.close()
             self._identity = None
