@@ -99,6 +99,11 @@ async def get_conversation(req: Request) -> Response:
     return await responses().get_conversation(req)
 
 
+@app.route(route="v1/conversations/{conversation_id}", methods=["POST"], auth_level=SESSIONS)
+async def update_conversation(req: Request) -> Response:
+    return await responses().update_conversation(req)
+
+
 @app.route(route="v1/conversations/{conversation_id}", methods=["DELETE"], auth_level=SESSIONS)
 async def delete_conversation(req: Request) -> Response:
     return await responses().delete_conversation(req)

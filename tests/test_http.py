@@ -76,6 +76,7 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
         ("DELETE", "v1/responses/{response_id}"): "function",
         ("POST", "v1/conversations"): "function",
         ("GET", "v1/conversations/{conversation_id}"): "function",
+        ("POST", "v1/conversations/{conversation_id}"): "function",
         ("DELETE", "v1/conversations/{conversation_id}"): "function",
         ("GET", "v1/conversations/{conversation_id}/items"): "function",
         ("POST", "mcp"): "function",

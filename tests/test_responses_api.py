@@ -284,6 +284,13 @@ def test_a_created_conversation_exists_at_once_with_its_metadata_and_items_and_i
     ]
     assert first.conversation.id == created.id
     assert client.conversations.retrieve(created.id).metadata == {"topic": "tea", "ticket": "T-1"}  # kept
+    updated = client.conversations.update(created.id, metadata={"topic": "coffee"})
+    assert (updated.id, updated.metadata) == (created.id, {"topic": "coffee"})  # replaced whole, as OpenAI does
+    assert client.conversations.retrieve(created.id).metadata == {"topic": "coffee"}
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.update("conv_nope", metadata={"a": "b"})
+    with pytest.raises(openai.BadRequestError):
+        client.conversations.update(created.id, metadata={"k": "v" * 513})
     session = httpx.get(f"{served.base}/api/sessions/{created.id}").json()
     assert session["turns"] == 1
     assert client.conversations.delete(created.id).deleted

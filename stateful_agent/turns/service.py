@@ -388,6 +388,22 @@ class TurnService:
         await self.store.create(session_id, document)
         return document
 
+    async def set_metadata(self, session_id: str, metadata: dict[str, str], *, owner: str = "") -> SessionDocument:
+        """Replace the metadata of ``owner``'s session (conditional on the version read; nothing else changes).
+
+        Raises:
+            SessionNotFoundError: It does not exist.
+            SessionConflictError: Another request changed it meanwhile.
+            SessionCorruptError, StoreUnavailableError.
+        """
+        record = await self.store.read(session_id, owner)
+        if record is None:
+            raise SessionNotFoundError(f"No session with id '{session_id}'.")
+        document = record.document.revised(metadata=metadata or None)
+        await self.store.replace(session_id, document, record.etag)
+        self.warm.forget(owner, session_id)
+        return document
+
     async def describe(self, session_id: str, *, owner: str = "") -> Session:
         """See ``SessionReads.describe``."""
         return await self.sessions.describe(session_id, owner=owner)

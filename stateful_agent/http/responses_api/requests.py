@@ -300,6 +300,21 @@ def create_conversation(body: dict[str, Any], max_bytes: int) -> tuple[list[tupl
     return messages, _metadata(body.get("metadata"))
 
 
+def update_conversation(body: dict[str, Any]) -> dict[str, str]:
+    """The new metadata of a ``POST /v1/conversations/{id}`` body (``{"metadata": {...}}``, which replaces it).
+
+    Raises:
+        UnsupportedParameterError: A field other than ``metadata``.
+        InvalidRequestError: No ``metadata``, or metadata of the wrong shape.
+    """
+    for name in body:
+        if name != "metadata":
+            raise UnsupportedParameterError(f"Unknown parameter: '{name}'.", param=name)
+    if not isinstance(body.get("metadata"), dict):
+        raise InvalidRequestError("'metadata' is required: an object of string values.", extra={"param": "metadata"})
+    return _metadata(body["metadata"])
+
+
 def _initial_message(item: Any, where: str, max_bytes: int) -> tuple[str, str]:
     """A user or assistant message a conversation starts with: its role and text."""
     if not isinstance(item, dict):

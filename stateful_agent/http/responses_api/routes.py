@@ -178,6 +178,16 @@ async def get_conversation(req: Request) -> Response:
     return StrictJSONResponse(shapes.conversation(session_id, view.created_at, view.metadata))
 
 
+@served("POST", "v1/conversations/{conversation_id}", render=error_response)
+async def update_conversation(req: Request) -> Response:
+    """``POST /v1/conversations/{conversation_id}`` with ``{"metadata": {...}}``: replaces its metadata."""
+    service, owner = http_requests.service_and_owner(req)
+    session_id = _conversation_id(req)
+    body = await http_requests.json_object(req, service.settings.max_message_bytes, 'Send {"metadata": {...}}.')
+    document = await service.set_metadata(session_id, requests.update_conversation(body), owner=owner)
+    return StrictJSONResponse(shapes.conversation(session_id, document.created_at, document.metadata))
+
+
 @served("DELETE", "v1/conversations/{conversation_id}", render=error_response)
 async def delete_conversation(req: Request) -> Response:
     """``DELETE /v1/conversations/{conversation_id}``: deletes the session and its transcript."""
