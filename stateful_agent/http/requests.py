@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.requests import ClientDisconnect
 
 from ..errors import (
     InvalidJsonError,
@@ -89,6 +90,7 @@ async def body(req: Request, max_body_bytes: int) -> bytes:
 
     Raises:
         MessageTooLargeError: The body is larger than ``max_body_bytes``.
+        InvalidRequestError: The client went away before the whole body arrived.
     """
     too_large = MessageTooLargeError(f"The request body exceeds {max_body_bytes} bytes.")
     declared = req.headers.get("content-length", "")
@@ -96,11 +98,14 @@ async def body(req: Request, max_body_bytes: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in req.stream():
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in req.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise InvalidRequestError("The client went away before its request body arrived.") from None
     return b"".join(chunks)
 
 
