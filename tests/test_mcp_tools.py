@@ -565,6 +565,13 @@ async def test_caller_auth_sends_each_server_only_a_token_for_its_own_scope_neve
                     json={"message": "d"},
                     headers={"X-MS-CLIENT-PRINCIPAL-ID": "carol", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"},
                 )
+                alice_without_token = await client.post(
+                    TURN,
+                    json={"message": "e"},
+                    headers={"X-MS-CLIENT-PRINCIPAL-ID": "alice", "X-MS-CLIENT-PRINCIPAL-IDP": "aad"},
+                )
+    assert alice_without_token.status_code == 200
+    assert "add" not in model.offered[-1]  # her cached token is not used for a request that presents none
     assert [(c[1], c[2]) for c in mine.calls] == [
         ({"a": 1, "b": 1}, f"Bearer {issuer.token_for(alice, mine_scope)}"),
         ({"a": 5, "b": 5}, f"Bearer {issuer.token_for(bob, mine_scope)}"),

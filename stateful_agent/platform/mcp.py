@@ -292,6 +292,12 @@ class ToolServers:
 
     async def _connection(self, server: McpServer, owner: str, bearer: str | None) -> ServerTool:
         key = (server.name, owner if isinstance(server.auth, CallerAuth) else "")
+        if isinstance(server.auth, CallerAuth) and not bearer:  # every turn presents the caller's own token
+            logger.info("MCP server %r acts as the caller, and this request has no bearer token", server.name)
+            raise UnauthenticatedError(
+                f"The tool server {server.name!r} acts as you: send your Microsoft Entra token as "
+                "'Authorization: Bearer <token>'."
+            )
         tool = self._connections.get(key)
         if tool is not None and not tool.dead and self._fresh(server, key):
             self._connections.move_to_end(key)
@@ -353,6 +359,7 @@ class ToolServers:
     async def _headers(self, server: McpServer, key: tuple[str, str], bearer: str | None) -> dict[str, str]:
         headers = dict(server.headers)
         if isinstance(server.auth, CallerAuth):
+            assert bearer is not None  # checked by _connection
             headers["Authorization"] = f"Bearer {await self._caller_token(server, key, bearer)}"
         elif isinstance(server.auth, ManagedIdentityAuth):
             headers["Authorization"] = f"Bearer {await self._token(server, server.auth.scope)}"
@@ -376,7 +383,7 @@ class ToolServers:
         self._tokens[scope] = (access.token, float(access.expires_on))
         return access.token
 
-    async def _caller_token(self, server: McpServer, key: tuple[str, str], bearer: str | None) -> str:
+    async def _caller_token(self, server: McpServer, key: tuple[str, str], bearer: str) -> str:
         """A token for ``server``'s own scope on behalf of the caller (the caller's token itself never leaves
         the app): one per user and server, exchanged again shortly before it expires."""
         assert isinstance(server.auth, CallerAuth)
@@ -384,12 +391,6 @@ class ToolServers:
         if expires - time.time() > TOKEN_RENEWAL_SECONDS:
             self._caller_tokens.move_to_end(key)
             return token
-        if not bearer:
-            logger.info("MCP server %r acts as the caller, and this request has no bearer token", server.name)
-            raise UnauthenticatedError(
-                f"The tool server {server.name!r} acts as you: send your Microsoft Entra token as "
-                "'Authorization: Bearer <token>'."
-            )
         if self.exchange is None:
             raise ToolServerUnavailableError(
                 f"The tool server {server.name!r} cannot be reached: no token exchange is configured.",
