@@ -15,26 +15,20 @@ from typing import Any
 
 from stateful_agent.errors import AgentServiceError
 from stateful_agent.http.requests import body_limit, parse_json
+from testkit.hostile import hostile_bodies, sized
 
 #: The largest body a door reads with the default MAX_MESSAGE_BYTES (32 KB), and a sixteenth of it.
 LARGE = body_limit(32 * 1024)
 SMALL = LARGE // 16
-
-
-def _sized(prefix: bytes, unit: bytes, size: int) -> bytes:
-    body = prefix + unit * ((size - len(prefix)) // len(unit))
-    return body + b" " * (size - len(body))
+#: The hostile bodies timed (``testkit.hostile``): a string that never ends, backslashes, nesting, many objects.
+NAMES = ("escaped-quotes", "backslash-run", "open-arrays", "many-objects")
 
 
 def bodies(size: int) -> dict[str, bytes]:
-    """The ordinary body and each hostile one, ``size`` bytes each."""
-    return {
-        "ordinary": _sized(b'{"message": "', b"x", size - 2) + b'"}',
-        "escaped_quotes": _sized(b'{"message": "', b'\\"', size),
-        "backslash_run": _sized(b'{"message": "', b"\\", size),
-        "open_arrays": _sized(b"", b"[", size),
-        "many_objects": _sized(b"[", b"{},", size),
-    }
+    """The ordinary body (one long message) and each hostile one, ``size`` bytes each."""
+    ordinary = sized(b'{"message": "', b"x", size - 2) + b'"}'
+    hostile = hostile_bodies(size)
+    return {"ordinary": ordinary, **{name: hostile[name] for name in NAMES}}
 
 
 def _time(body: bytes, repetitions: int) -> float:

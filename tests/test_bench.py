@@ -99,7 +99,7 @@ def test_the_body_parsing_bench_times_each_hostile_body_at_both_sizes_and_judges
 
     results = hostile_bodies.run(1)
     assert results["sizes"] == [hostile_bodies.SMALL, hostile_bodies.LARGE] == [16384, 262144]
-    assert set(results["bodies"]) == {"ordinary", "escaped_quotes", "backslash_run", "open_arrays", "many_objects"}
+    assert set(results["bodies"]) == {"ordinary", "escaped-quotes", "backslash-run", "open-arrays", "many-objects"}
     for size in results["sizes"]:
         assert {len(body) for body in hostile_bodies.bodies(size).values()} == {size}
     growth = {"worst_growth_16x_size": 40.0}

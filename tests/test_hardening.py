@@ -16,28 +16,14 @@ from stateful_agent.devhost import build_app
 from stateful_agent.http.requests import MAX_JSON_DEPTH, body_limit, parse_json
 from stateful_agent.platform.settings import load_settings
 from stateful_agent.state.jsontext import nesting
+from testkit.hostile import hostile_bodies, sized
 from testkit.support import ScriptedChatClient, devhost
 
 LIMIT = body_limit(load_settings({}).max_message_bytes)  # the largest body any JSON door reads
 JSON = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
-def sized(prefix: bytes, unit: bytes, size: int = LIMIT) -> bytes:
-    """``prefix`` followed by ``unit`` repeated up to exactly ``size`` bytes."""
-    body = prefix + unit * ((size - len(prefix)) // len(unit))
-    return body + b" " * (size - len(body))
-
-
-#: One '"' then escaped quotes, never closed: a backtracking string pattern retries from every quote.
-ESCAPED_QUOTES = sized(b'{"message": "', b'\\"')
-HOSTILE = {
-    "escaped-quotes": ESCAPED_QUOTES,
-    "quote-runs": sized(b'{"message": ', b'"\\"'),
-    "backslash-run": sized(b'{"message": "', b"\\"),
-    "open-arrays": sized(b"", b"["),
-    "open-objects": sized(b"", b'{"a":'),
-    "many-objects": sized(b"[", b"{},"),
-}
+HOSTILE = hostile_bodies(LIMIT)
 
 # Each door: its route, and how it answers a body it cannot parse (400 invalid_json), one too large (413), one
 # not sent as JSON (415), in its own shape.
