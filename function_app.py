@@ -114,6 +114,16 @@ async def list_conversation_items(req: Request) -> Response:
     return await responses().list_items(req)
 
 
+@app.route(route="v1/conversations/{conversation_id}/items", methods=["POST"], auth_level=SESSIONS)
+async def add_conversation_items(req: Request) -> Response:
+    return await responses().add_items(req)
+
+
+@app.route(route="v1/conversations/{conversation_id}/items/{item_id}", methods=["GET"], auth_level=SESSIONS)
+async def get_conversation_item(req: Request) -> Response:
+    return await responses().get_item(req)
+
+
 # The agent as an MCP server: one tool, ask (docs/agents.md); its module loads on its first request.
 @app.route(route="mcp", methods=["POST"], auth_level=SESSIONS)
 async def mcp(req: Request) -> Response:

@@ -176,3 +176,7 @@ class UnsupportedParameterError(AgentServiceError):
 
 class ResponseNotFoundError(AgentServiceError):
     status, code, title = 404, "response_not_found", "Response not found"
+
+
+class ItemNotFoundError(AgentServiceError):
+    status, code, title = 404, "item_not_found", "Conversation item not found"

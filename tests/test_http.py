@@ -79,6 +79,8 @@ def test_function_app_registers_the_routes_with_their_auth_levels():
         ("POST", "v1/conversations/{conversation_id}"): "function",
         ("DELETE", "v1/conversations/{conversation_id}"): "function",
         ("GET", "v1/conversations/{conversation_id}/items"): "function",
+        ("POST", "v1/conversations/{conversation_id}/items"): "function",
+        ("GET", "v1/conversations/{conversation_id}/items/{item_id}"): "function",
         ("POST", "mcp"): "function",
         ("GET", ".well-known/agent-card.json"): "anonymous",
         ("POST", "a2a"): "function",

@@ -268,7 +268,7 @@ def test_session_routes_are_anonymous_at_the_functions_level_only_with_easy_auth
     assert levels.pop("ui GET") == "anonymous"  # the chat page holds no data; its API calls are checked
     assert levels.pop(".well-known/agent-card.json GET") == "anonymous"  # the public A2A agent card
     assert set(levels.values()) == {level}
-    assert len(levels) == 18  # the six session routes, GET /api/me, the Responses API's nine, MCP and A2A
+    assert len(levels) == 20  # the six session routes, GET /api/me, the Responses API's eleven, MCP and A2A
 
 
 # -- listing ------------------------------------------------------------------------------------------------

@@ -556,3 +556,49 @@ def test_place_ids_round_trip_exactly_and_name_nothing_of_another_caller():
     assert read_place_id("resp_", made.replace(".2.", ".02."), 3, tag) is None  # not exactly what was written
     assert read_place_id("resp_", made + "=", 3, tag) is None
     assert read_place_id("resp_", None, 3, tag) is None
+
+
+def test_items_are_added_to_a_conversation_and_read_one_by_one_with_the_official_client(app):
+    model = ScriptedChatClient(["Noted.", CallTool("lookup", {"item": "z"}), "z is 42"])
+    served = app("memory", model, agent_tools=TOOLS)
+    client = client_for(served.base)
+    conversation = client.conversations.create()
+    client.responses.create(model="m", input="hello", conversation=conversation.id)
+    added = client.conversations.items.create(
+        conversation.id,
+        items=[
+            {"type": "message", "role": "user", "content": "Remember: z matters."},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "I will."}]},
+        ],
+    )
+    assert [(i.role, i.content[0].text) for i in added.data] == [
+        ("user", "Remember: z matters."),
+        ("assistant", "I will."),
+    ]
+    assert [i.id for i in added.data] == ["msg_2", "msg_3"]  # after hello and its reply
+    assert client.conversations.items.retrieve(added.data[0].id, conversation_id=conversation.id).content[0].text == (
+        "Remember: z matters."
+    )
+    final = client.responses.create(model="m", input="what is z?", conversation=conversation.id)
+    assert final.output_text == "z is 42"
+    assert [text for _, text in model.requests[1] if text][:4] == ["hello", "Noted.", "Remember: z matters.", "I will."]
+    call = next(i for i in client.conversations.items.list(conversation.id) if i.type == "mcp_call")
+    assert client.conversations.items.retrieve(call.id, conversation_id=conversation.id).output == "z: 42"
+    for missing in ("msg_999", "nonsense"):
+        with pytest.raises(openai.NotFoundError):
+            client.conversations.items.retrieve(missing, conversation_id=conversation.id)
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.items.create("conv_nope", items=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError):
+        client.conversations.items.create(conversation.id, items=[{"role": "system", "content": "obey"}])
+    assert len(httpx.get(f"{served.base}/api/sessions/{conversation.id}").json()["messages"]) == 8  # nothing lost, nothing twice
+
+
+def test_items_wait_while_tool_calls_wait_for_approval(app):
+    served = app("memory", ScriptedChatClient([CallTool("transfer", {"amount": 1, "to": "al"})]), agent_tools=TOOLS)
+    client = client_for(served.base)
+    asked = client.responses.create(model="m", input="pay al")
+    assert any(item.type == "mcp_approval_request" for item in asked.output)
+    with pytest.raises(openai.ConflictError) as raised:
+        client.conversations.items.create(asked.conversation.id, items=[{"role": "user", "content": "x"}])
+    assert raised.value.body["code"] == "approvals_pending"

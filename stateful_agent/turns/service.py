@@ -388,6 +388,43 @@ class TurnService:
         await self.store.create(session_id, document)
         return document
 
+    async def append(self, session_id: str, messages: Sequence[tuple[str, str]], *, owner: str = "") -> int:
+        """Add user and assistant ``messages`` (``(role, text)``) to the end of ``owner``'s session without running
+        a turn (the next turn's model sees them); return the transcript index of the first. Conditional on the
+        version read: a turn or another append that lands first wins, and nothing of this one is stored.
+
+        Raises:
+            SessionNotFoundError: The session does not exist.
+            ApprovalsPendingError: Tool calls wait for approval: they are answered first.
+            SessionConflictError: The session changed meanwhile.
+            SessionTooLargeError, SessionCorruptError, StoreUnavailableError.
+        """
+        record = await self.store.read(session_id, owner)
+        if record is None:
+            raise SessionNotFoundError(f"No session with id '{session_id}'.")
+        document = record.document
+        approvals.check(document, (), clock())
+        session = self.warm.restore(document)
+        live = history(session)
+        set_history(session, [*live, *(Message(role=role, contents=[text]) for role, text in messages)])
+        following = SessionDocument.build(
+            session_id,
+            session,
+            owner=owner,
+            previous=document,
+            turns=document.turns,
+            ttl_seconds=self.settings.session_ttl_seconds,
+            max_bytes=self.settings.max_snapshot_bytes,
+            transcript=document.transcript,
+            idempotency=document.idempotency,
+            usage=document.usage,
+            approvals=document.approvals,
+            stored_messages=stored_messages(document),
+        )
+        await self.store.replace(session_id, following, record.etag)
+        self.warm.keep(following, history(session), len(live))
+        return document.archived_count + len(live)
+
     async def set_metadata(self, session_id: str, metadata: dict[str, str], *, owner: str = "") -> SessionDocument:
         """Replace the metadata of ``owner``'s session (conditional on the version read; nothing else changes).
 

@@ -296,8 +296,29 @@ def create_conversation(body: dict[str, Any], max_bytes: int) -> tuple[list[tupl
         raise InvalidRequestError(
             f"'items' must be a list of at most {MAX_INITIAL_ITEMS} messages.", extra={"param": "items"}
         )
-    messages = [_initial_message(item, f"items[{i}]", max_bytes) for i, item in enumerate(items)]
-    return messages, _metadata(body.get("metadata"))
+    return _messages(items, max_bytes), _metadata(body.get("metadata"))
+
+
+def add_items(body: dict[str, Any], max_bytes: int) -> list[tuple[str, str]]:
+    """The messages (``(role, text)``) of a ``POST /v1/conversations/{id}/items`` body, ``{"items": [...]}``:
+    1 to 20 user or assistant messages with text.
+
+    Raises:
+        UnsupportedParameterError, InvalidRequestError, MessageTooLargeError: As for ``create_conversation``.
+    """
+    for name in body:
+        if name != "items":
+            raise UnsupportedParameterError(f"Unknown parameter: '{name}'.", param=name)
+    items = body.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_INITIAL_ITEMS:
+        raise InvalidRequestError(
+            f"'items' must be a list of 1 to {MAX_INITIAL_ITEMS} messages.", extra={"param": "items"}
+        )
+    return _messages(items, max_bytes)
+
+
+def _messages(items: list[Any], max_bytes: int) -> list[tuple[str, str]]:
+    return [_initial_message(item, f"items[{i}]", max_bytes) for i, item in enumerate(items)]
 
 
 def update_conversation(body: dict[str, Any]) -> dict[str, str]:

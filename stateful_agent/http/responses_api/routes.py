@@ -15,10 +15,12 @@ from fastapi import Request, Response
 from ...errors import (
     AgentServiceError,
     IdempotencyKeyReusedError,
+    ItemNotFoundError,
     MethodNotAllowedError,
     ResponseNotFoundError,
     SessionConflictError,
     SessionNotFoundError,
+    UnsupportedParameterError,
 )
 from ...turns.idempotency import validate_key
 from .. import requests as http_requests
@@ -224,6 +226,38 @@ async def list_items(req: Request) -> Response:
         page, more = shapes.item_page(items, after, limit)
         more = more or (low > 0 and len(page) < limit)
     return StrictJSONResponse(shapes.item_list(page, more))
+
+
+@served("POST", "v1/conversations/{conversation_id}/items", render=error_response)
+async def add_items(req: Request) -> Response:
+    """``POST /v1/conversations/{conversation_id}/items``: adds user and assistant messages to the end of the
+    conversation without a response (the next response's model sees them); answers the items it added."""
+    service, owner = http_requests.service_and_owner(req)
+    session_id = _conversation_id(req)
+    body = await http_requests.json_object(req, service.settings.max_message_bytes, 'Send {"items": [...]}.')
+    messages = requests.add_items(body, service.settings.max_message_bytes)
+    first = await service.append(session_id, messages, owner=owner)
+    added = [shapes.message_item(f"msg_{first + i}", text, role=role) for i, (role, text) in enumerate(messages)]
+    return StrictJSONResponse(shapes.item_list(added, False))
+
+
+@served("GET", "v1/conversations/{conversation_id}/items/{item_id}", render=error_response)
+async def get_item(req: Request) -> Response:
+    """``GET /v1/conversations/{conversation_id}/items/{item_id}``: one item of the conversation."""
+    service, owner = http_requests.service_and_owner(req)
+    session_id = _conversation_id(req)
+    item_id = str(req.path_params.get("item_id", ""))
+    missing = ItemNotFoundError(f"No item with id '{item_id}' in this conversation.", extra={"param": "item_id"})
+    try:
+        index = requests.item_index(item_id)
+    except UnsupportedParameterError:
+        raise missing from None
+    view = await service.sessions.slice(session_id, start=index, limit=2, owner=owner)  # a call and its result
+    label = service.settings.agent_name
+    found = next((item for _, item in shapes.conversation_items(view.messages, label) if item["id"] == item_id), None)
+    if found is None:
+        raise missing
+    return StrictJSONResponse(found)
 
 
 async def _replay(service: TurnService, owner: str, builder: Any, events: AsyncIterator[Any]) -> list[dict[str, Any]]:
