@@ -175,7 +175,7 @@ def test_every_function_is_served_by_its_handler_with_the_route_it_is_registered
     from stateful_agent.http.responses_api import routes as responses
 
     pairs = http_functions(function_app.app)
-    assert len(pairs) == 20
+    assert len(pairs) == 23
     handlers = {
         **vars(routes),
         **vars(responses),
