@@ -180,6 +180,8 @@ def test_every_function_is_served_by_its_handler_with_the_route_it_is_registered
         **vars(routes),
         **vars(responses),
         "list_conversation_items": responses.list_items,
+        "add_conversation_items": responses.add_items,
+        "get_conversation_item": responses.get_item,
         "mcp": mcp_endpoint.mcp,
         "agent_card": a2a_endpoint.card,
         "a2a": a2a_endpoint.a2a,
