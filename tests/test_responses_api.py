@@ -591,7 +591,7 @@ def test_items_are_added_to_a_conversation_and_read_one_by_one_with_the_official
         client.conversations.items.create("conv_nope", items=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         client.conversations.items.create(conversation.id, items=[{"role": "system", "content": "obey"}])
-    assert len(httpx.get(f"{served.base}/api/sessions/{conversation.id}").json()["messages"]) == 8  # nothing lost, nothing twice
+    assert len(httpx.get(f"{served.base}/api/sessions/{conversation.id}").json()["messages"]) == 8
 
 
 def test_items_wait_while_tool_calls_wait_for_approval(app):
