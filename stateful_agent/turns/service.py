@@ -374,7 +374,7 @@ class TurnService:
             StoreUnavailableError: The store cannot be reached, and the write is not known to have landed.
         """
         session = AgentSession(session_id=session_id)
-        set_history(session, [Message(role=role, contents=[text]) for role, text in messages])
+        set_history(session, _text_messages(messages))
         document = SessionDocument.build(
             session_id,
             session,
@@ -399,14 +399,11 @@ class TurnService:
             SessionConflictError: The session changed meanwhile.
             SessionTooLargeError, SessionCorruptError, StoreUnavailableError.
         """
-        record = await self.store.read(session_id, owner)
-        if record is None:
-            raise SessionNotFoundError(f"No session with id '{session_id}'.")
+        record, session = await self.sessions.load(session_id, owner)
         document = record.document
         approvals.check(document, (), clock())
-        session = self.warm.restore(document)
         live = history(session)
-        set_history(session, [*live, *(Message(role=role, contents=[text]) for role, text in messages)])
+        set_history(session, [*live, *_text_messages(messages)])
         following = SessionDocument.build(
             session_id,
             session,
@@ -437,8 +434,7 @@ class TurnService:
         if record is None:
             raise SessionNotFoundError(f"No session with id '{session_id}'.")
         document = record.document.revised(metadata=metadata or None)
-        await self.store.replace(session_id, document, record.etag)
-        self.warm.forget(owner, session_id)
+        await self.store.replace(session_id, document, record.etag)  # the messages, and so a warm window, stay
         return document
 
     async def describe(self, session_id: str, *, owner: str = "") -> Session:
@@ -616,6 +612,11 @@ class TurnService:
             await self.store.delete_chunk(session_id, chunk_id, owner)
         except Exception as exc:
             logger.warning("Could not remove unused transcript chunk %s of %r: %s", chunk_id, session_id, exc)
+
+
+def _text_messages(messages: Sequence[tuple[str, str]]) -> list[Message]:
+    """``(role, text)`` pairs as MAF messages."""
+    return [Message(role=role, contents=[text]) for role, text in messages]
 
 
 async def completed(events: AsyncIterator[TurnEvent]) -> TurnResult:
