@@ -329,7 +329,7 @@ class ToolServers:
             expires = self._tokens.get(server.auth.scope, ("", 0.0))[1]
         else:
             return True
-        return expires - time.time() > TOKEN_RENEWAL_SECONDS
+        return _lasts(expires)
 
     async def _open(self, server: McpServer, headers: dict[str, str]) -> ServerTool:
         tool = ServerTool(server, headers, server.name if server.name in self._prefixed else None)
@@ -367,7 +367,7 @@ class ToolServers:
 
     async def _token(self, server: McpServer, scope: str) -> str:
         token, expires = self._tokens.get(scope, ("", 0.0))
-        if expires - time.time() > TOKEN_RENEWAL_SECONDS:
+        if _lasts(expires):
             return token
         if self._credential is None:
             from azure.identity.aio import DefaultAzureCredential
@@ -384,11 +384,11 @@ class ToolServers:
         return access.token
 
     async def _caller_token(self, server: McpServer, key: tuple[str, str], bearer: str) -> str:
-        """A token for ``server``'s own scope on behalf of the caller (the caller's token itself never leaves
-        the app): one per user and server, exchanged again shortly before it expires."""
+        """A token for ``server``'s own scope on behalf of the caller (the caller's token goes only to the
+        exchange, never to a server): one per user and server, exchanged again shortly before it expires."""
         assert isinstance(server.auth, CallerAuth)
         token, expires = self._caller_tokens.get(key, ("", 0.0))
-        if expires - time.time() > TOKEN_RENEWAL_SECONDS:
+        if _lasts(expires):
             self._caller_tokens.move_to_end(key)
             return token
         if self.exchange is None:
@@ -445,6 +445,11 @@ class ToolServers:
         task = asyncio.get_running_loop().create_task(later())
         self._retiring[task] = tool
         task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+
+def _lasts(expires: float) -> bool:
+    """Whether a token that expires at ``expires`` (seconds since the epoch) needs no renewal yet."""
+    return expires - time.time() > TOKEN_RENEWAL_SECONDS
 
 
 def _remote(name: str, tool: ServerTool) -> str:
