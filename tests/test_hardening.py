@@ -184,6 +184,7 @@ FORGED = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forward
             "https://agents.contoso.com/v2/api",
         ),
         ({"website_hostname": "localhost:7071"}, "http://localhost:7071/api"),  # Core Tools' func start
+        ({"website_hostname": "[::1]:7071"}, "http://[::1]:7071/api"),
     ],
 )
 async def test_the_agent_card_names_the_configured_host_whatever_the_request_says(make_service, settings, base):

@@ -9,7 +9,6 @@ settings as ``${env:NAME}``, so secrets stay in app settings (or Key Vault refer
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigurationError
+from .settings import loopback
 
 SETTING = "AGENT_MCP_SERVERS"
 #: A server name: also the prefix of its tools' names when they clash, so it must be valid in a tool name.
@@ -144,7 +144,7 @@ def _checked(server: McpServer, where: str, environ: Mapping[str, str], auth_mod
         raise ConfigurationError(f"{where}: 'url' must be an absolute http(s) URL, not {server.url!r}.")
     if parts.username or parts.password:
         raise ConfigurationError(f"{where}: 'url' must not hold credentials; put them in 'headers' as ${{env:NAME}}.")
-    plain = parts.scheme == "http" and not _loopback(parts.hostname)
+    plain = parts.scheme == "http" and not loopback(parts.hostname)
     if plain and server.auth is not None:
         raise ConfigurationError(
             f"{where}: 'auth' would send a token over plain http:// to {parts.hostname!r}; use an https:// 'url'."
@@ -177,16 +177,6 @@ def _checked(server: McpServer, where: str, environ: Mapping[str, str], auth_mod
         if not tool:
             raise ConfigurationError(f"{where}: a tool name is empty.")
     return server.model_copy(update={"headers": headers})
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` is this machine (where plain ``http://`` crosses no network)."""
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _credential(header: str, value: str) -> bool:

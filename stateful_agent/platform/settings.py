@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -350,8 +351,8 @@ class Settings:
         if not self.website_hostname:
             return None
         host = self.website_hostname
-        local = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]")
-        return "/".join(part for part in (f"{'http' if local else 'https'}://{host}", route_prefix()) if part)
+        scheme = "http" if loopback(urlsplit(f"//{host}").hostname or "") else "https"
+        return "/".join(part for part in (f"{scheme}://{host}", route_prefix()) if part)
 
     @property
     def model_label(self) -> str:
@@ -431,6 +432,16 @@ def reference() -> str:
         azure = "local only" if declared.local_only else "set by `infra/`"
         rows.append(f"| `{declared.name}` | {shown} | {values} | {azure} | {declared.description} |")
     return "\n".join(rows) + "\n"
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (where plain ``http://`` crosses no network)."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
